@@ -1,0 +1,29 @@
+"""ztgate's scoring engine: pure numpy, no I/O (scoring/eval/ excepted).
+
+    profile = scoring.enrol(batches)                    # Profile (versioned; to_bytes()/Profile.from_bytes())
+    profile = scoring.learn(profile, scorer.summary())  # only from a session that raised nothing
+    scorer = scoring.SessionScorer(profile, expected_rtt_ms=None)
+    assessment = scorer.update(batch)                   # batch: numpy array of scoring.events.EVENT_DTYPE
+"""
+
+from .population import Population, default_population, shipped_population
+from .profile import PROFILE_VERSION, Profile, ProfileError, SessionSummary, enrol, learn
+from .scorer import SIGNAL_NAMES, SessionScorer
+from .signals import Assessment, Evidence, Signal
+
+__all__ = [
+    "PROFILE_VERSION",
+    "SIGNAL_NAMES",
+    "Assessment",
+    "Evidence",
+    "Population",
+    "Profile",
+    "ProfileError",
+    "SessionScorer",
+    "SessionSummary",
+    "Signal",
+    "default_population",
+    "enrol",
+    "learn",
+    "shipped_population",
+]
