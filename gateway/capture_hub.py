@@ -1,0 +1,118 @@
+"""Remote-desktop and terminal streams through the inline parsers: input timing out, enforcement in.
+
+One parser per connection, chosen by the route's kind. The session's current state decides the filter applied
+to each message (hold input during a pending step-up; drop clipboard and file transfer when restricted).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from .capture.common import Filter, NO_FILTER
+from .capture.guacamole import GuacamoleParser
+from .capture.rfb import RfbParser
+from .capture.terminal import TerminalParser
+from .store import SessionState, StoreUnavailable
+
+if TYPE_CHECKING:
+    from .config import Route
+    from .proxy.addon import FlowState
+    from .runtime import Gateway
+
+log = logging.getLogger("ztgate.capture")
+
+
+class CaptureHub:
+    def __init__(self, gw: "Gateway") -> None:
+        self.gw = gw
+
+    def open(self, route: "Route", sid: str, request: Any) -> Any:
+        if route.kind == "guacamole":
+            return GuacamoleParser()
+        if route.kind in ("novnc", "vnc"):
+            return RfbParser()
+        if route.kind == "terminal":
+            protocols = request.headers.get("sec-websocket-protocol", "") if request is not None else ""
+            return TerminalParser(dialect="ttyd" if "tty" in protocols else "json")
+        return None
+
+    def filter_for(self, sid: str) -> Filter:
+        record = self.gw.sessions.cached(sid)
+        if record is None:
+            return NO_FILTER
+        r = record.restrictions if record.state == SessionState.RESTRICTED else {}
+        hold = record.state == SessionState.STEP_UP_REQUIRED or bool(r.get("hold_input"))
+        if record.terminated:
+            hold = True
+        return Filter(block_clipboard=bool(r.get("block_clipboard")),
+                      block_file_transfer=bool(r.get("block_file_transfer")), hold_input=hold)
+
+    async def current_filter(self, state: "FlowState") -> Filter:
+        """The filter for a stream's next message. A stream makes no request that would refresh its session's
+        cached view, and that view can be dropped (e.g. when the store's broadcast channel reconnects): it is
+        then read again (at most once a second), and until the store answers the stream keeps the last filter
+        it had. Falling back to no filter would lift a restriction or a step-up hold on a store hiccup."""
+        sessions = self.gw.sessions
+        if sessions.cached(state.sid) is None:
+            now = time.monotonic()
+            if now - state.extra.get("filter_refreshed", float("-inf")) >= 1.0:
+                state.extra["filter_refreshed"] = now
+                try:
+                    await sessions.get(state.sid)
+                except StoreUnavailable:
+                    pass
+            if sessions.cached(state.sid) is None:
+                return state.extra.get("filter", NO_FILTER)
+        filt = self.filter_for(state.sid)
+        state.extra["filter"] = filt
+        return filt
+
+    async def websocket(self, flow: Any, state: "FlowState", message: Any) -> None:
+        filt = await self.current_filter(state)
+        data = message.text if message.is_text else message.content
+        t = message.timestamp * 1000.0
+        parser = state.capture
+        result = parser.feed_client(data, t, filt) if message.from_client else parser.feed_server(data, t, filt)
+        if result.forward is not data and result.forward != data:
+            if not result.forward:
+                message.drop()
+            elif isinstance(result.forward, str):
+                message.text = result.forward
+            else:
+                message.content = result.forward
+        if result.reply:
+            from mitmproxy import ctx
+
+            reply = result.reply.encode() if isinstance(result.reply, str) else result.reply
+            # the reply goes back to the sender: to the client when the client sent the message (`to_client`)
+            ctx.master.commands.call("inject.websocket", flow, message.from_client, reply, message.is_text)
+        self._after(state, result, filt)
+
+    async def tcp(self, flow: Any, state: "FlowState", message: Any) -> None:
+        filt = await self.current_filter(state)
+        t = message.timestamp * 1000.0
+        parser = state.capture
+        data = message.content
+        result = parser.feed_client(data, t, filt) if message.from_client else parser.feed_server(data, t, filt)
+        if result.forward != data:
+            message.content = result.forward or b""
+        self._after(state, result, filt)
+
+    def _after(self, state: "FlowState", result: Any, filt: Filter) -> None:
+        if result.opaque and filt.active and not state.extra.get("opaque_cut"):
+            # The stream can no longer be filtered: with a restriction in force, the only safe answer is to cut.
+            state.extra["opaque_cut"] = True
+            log.warning("session %s: %s stream became opaque (%s) under a restriction; closing it",
+                        state.sid, state.route.kind, result.reason)
+            self.gw.spawn(self._cut(state.sid), name="ztgate-opaque-cut")
+        if len(result.events):
+            self.gw.monitor.submit(state.sid, result.events)
+
+    async def _cut(self, sid: str) -> None:
+        for client_id in self.gw.connections.client_ids(sid):
+            self.gw.connections.close_client(client_id, "unparseable stream under restriction")
+
+    def close(self, state: "FlowState") -> None:
+        state.capture = None

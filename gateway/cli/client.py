@@ -1,0 +1,126 @@
+"""The admin CLI commands talk to a running gateway's admin API over HTTP, like any other admin client."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+import httpx
+
+
+def _target(args: argparse.Namespace) -> tuple[str, str]:
+    url, token = args.url, args.token
+    if args.config and (not url or not token):
+        from .main import _load_config
+
+        cfg = _load_config(args.config)
+        if not url:
+            listener = cfg.listeners[0]
+            host = "127.0.0.1" if listener.address.host in ("0.0.0.0", "::") else listener.address.host
+            url = f"{'https' if listener.tls else 'http'}://{host}:{listener.address.port}"
+        token = token or cfg.admin.token
+    if not url or not token:
+        raise SystemExit("ztgate: give --url and --token (or ZTGATE_URL and ZTGATE_ADMIN_TOKEN, or --config)")
+    return url.rstrip("/"), token
+
+
+def _call(method: str, url: str, token: str, path: str, body: Any = None) -> tuple[int, Any]:
+    try:
+        r = httpx.request(method, f"{url}/.ztgate/admin/api{path}", headers={"Authorization": f"Bearer {token}",
+                                                                             "Accept": "application/json"},
+                          json=body, timeout=10.0, verify=False)
+    except httpx.HTTPError as exc:
+        raise SystemExit(f"ztgate: cannot reach the gateway at {url}: {exc}") from None
+    try:
+        return r.status_code, r.json()
+    except ValueError:
+        return r.status_code, {"error": r.text[:200]}
+
+
+def admin_command(kind: str, args: argparse.Namespace) -> int:
+    url, token = _target(args)
+    action, target = getattr(args, "action", None), getattr(args, "target", None)
+    needs_target = {"show", "terminate", "step-up", "reset", "import"}
+    if kind != "explain" and action in needs_target and not target:
+        print(f"ztgate {kind} {action}: missing SID/USER", file=sys.stderr)
+        return 2
+    if kind == "profiles" and action == "import":
+        return _import_profile(url, token, target, getattr(args, "file", None), args.json)
+    if kind == "sessions":
+        method, path = {"list": ("GET", "/sessions"), "show": ("GET", f"/sessions/{target}"),
+                        "terminate": ("POST", f"/sessions/{target}/terminate"),
+                        "step-up": ("POST", f"/sessions/{target}/step-up")}[action]
+    elif kind == "profiles":
+        method, path = {"list": ("GET", "/profiles"), "show": ("GET", f"/profiles/{target}"),
+                        "reset": ("DELETE", f"/profiles/{target}")}[action]
+    else:
+        method, path = "GET", f"/sessions/{target}/explain"
+    status, data = _call(method, url, token, path)
+    if status >= 400:
+        print(f"ztgate: {status} {data.get('error')}: {data.get('error_description', '')}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    print(_human(kind, action, data))
+    return 0
+
+
+def _import_profile(url: str, token: str, user: str, file: str | None, as_json: bool) -> int:
+    """`ztgate profiles import USER FILE`: upload a profile built offline; the gateway checks that it loads."""
+    from pathlib import Path
+
+    if not file:
+        print("ztgate profiles import: missing FILE", file=sys.stderr)
+        return 2
+    try:
+        blob = Path(file).read_bytes()
+    except OSError as exc:
+        print(f"ztgate profiles import: cannot read {file}: {exc.strerror}", file=sys.stderr)
+        return 2
+    try:
+        r = httpx.put(f"{url}/.ztgate/admin/api/profiles/{user}", content=blob, timeout=10.0, verify=False,
+                      headers={"Authorization": f"Bearer {token}", "Content-Type": "application/octet-stream"})
+    except httpx.HTTPError as exc:
+        raise SystemExit(f"ztgate: cannot reach the gateway at {url}: {exc}") from None
+    try:
+        data = r.json()
+    except ValueError:
+        data = {"error": r.text[:200]}
+    if r.status_code >= 400:
+        print(f"ztgate: {r.status_code} {data.get('error')}: {data.get('error_description', '')}", file=sys.stderr)
+        return 1
+    print(json.dumps(data, indent=2) if as_json else
+          f"profile of {user} {'replaced' if data.get('replaced') else 'imported'} ({data.get('bytes')} bytes)")
+    return 0
+
+
+def _human(kind: str, action: str | None, data: dict) -> str:
+    if kind == "explain":
+        return data.get("text", "")
+    if kind == "sessions" and action == "list":
+        rows = [f"{'SID':26} {'USER':12} {'STATE':17} {'RISK':>5} {'ROUTE':12} {'CLIENT':15} CONNS"]
+        for s in data["sessions"]:
+            risk = s.get("assessment", {}).get("risk")
+            rows.append(f"{s['sid']:26} {s['sub'][:12]:12} {s['state']:17} "
+                        f"{'-' if risk is None else f'{risk:.2f}':>5} {s['route'][:12]:12} {s['client_ip'][:15]:15} "
+                        f"{s.get('connections', 0)}")
+        return "\n".join(rows)
+    if kind == "sessions":
+        a = data.get("assessment") or {}
+        lines = [f"session {data['sid']}  user {data['sub']}  state {data['state']}"
+                 + (f" ({data['state_reason']})" if data.get("state_reason") else ""),
+                 f"  from {data['client_ip']}  route {data['route']}  acr {data['acr']}  amr {','.join(data['amr'])}",
+                 f"  risk {a.get('risk', '-')}  evidence {a.get('evidence', {})}"]
+        for name, s in (a.get("signals") or {}).items():
+            lines.append(f"  {name:10} score {s.get('score')}  {s.get('explanation', '')}")
+        if data.get("decision"):
+            d = data["decision"]
+            lines.append(f"  last decision: {d.get('action')} by {d.get('policy_file')}:{d.get('rule_id')}: "
+                         f"{d.get('reason')}")
+        return "\n".join(lines)
+    if kind == "profiles" and action == "list":
+        return "\n".join(data.get("profiles", [])) or "(no profiles)"
+    return json.dumps(data, indent=2)

@@ -1,0 +1,115 @@
+"""The control plane's routes. It is reached only through the proxy (the addon adds a per-process secret), so
+forwarded client addresses can be trusted here and nowhere else."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from . import admin, dashboard, login, sensor, webauthn
+from .common import client_ip, via_proxy
+
+if TYPE_CHECKING:
+    from ..runtime import Gateway
+
+
+class OnlyThroughProxy:
+    """Refuses anything that did not come through this process's proxy addon."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            from starlette.requests import HTTPConnection
+
+            if not via_proxy(HTTPConnection(scope)):
+                if scope["type"] == "http":
+                    await PlainTextResponse("forbidden", status_code=403)(scope, receive, send)
+                else:
+                    await send({"type": "websocket.close", "code": 4403})
+                return
+        await self.app(scope, receive, send)
+
+
+async def healthz(request: Request) -> Response:
+    return PlainTextResponse("ok")
+
+
+async def readyz(request: Request) -> Response:
+    gw = request.app.state.gateway
+    store_ok = await gw.store.ping()
+    ready = gw.ready and (store_ok or gw.config.store.fail_mode == "open")
+    body = {"ready": ready, "store": "ok" if store_ok else "unreachable", "fail_mode": gw.config.store.fail_mode,
+            "policies": gw.policies.current.digest[:12] if gw.policies.current else None,
+            "instance": gw.config.instance}
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+async def metrics(request: Request) -> Response:
+    """Prometheus scrape: from loopback or private networks (the cluster), or with the admin token."""
+    gw = request.app.state.gateway
+    if not _internal_address(client_ip(request)) and not await admin.is_admin_token(request):
+        return PlainTextResponse("forbidden", status_code=403)
+    return Response(gw.telemetry.exposition(), media_type="text/plain; version=0.0.4")
+
+
+def _internal_address(address: str) -> bool:
+    import ipaddress
+
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return ip.is_loopback or ip.is_private
+
+
+async def jwks(request: Request) -> Response:
+    gw = request.app.state.gateway
+    return JSONResponse(gw.keyring.jwks(), headers={"Cache-Control": "public, max-age=300"})
+
+
+def create_app(gw: "Gateway") -> Starlette:
+    api = "/.ztgate/admin/api"
+    routes = [
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics),
+        Route("/.well-known/ztgate/jwks.json", jwks),
+        Route("/.ztgate/login", login.login_form, methods=["GET"]),
+        Route("/.ztgate/login", login.login_submit, methods=["POST"]),
+        Route("/.ztgate/logout", login.logout, methods=["GET", "POST"]),
+        Route("/.ztgate/mfa", login.mfa_form, methods=["GET"]),
+        Route("/.ztgate/mfa", login.mfa_submit, methods=["POST"]),
+        *webauthn.routes(),
+        Route("/.ztgate/oidc/callback", login.oidc_callback),
+        Route("/.ztgate/oidc/{name}/start", login.oidc_start),
+        Route("/.ztgate/sensor.js", sensor.sensor_script),
+        WebSocketRoute("/.ztgate/sensor", sensor.sensor_socket),
+        Route("/.ztgate/sensor/beacon", sensor.sensor_beacon, methods=["POST"]),
+        Route(f"{api}/sessions", admin.list_sessions),
+        Route(f"{api}/sessions/{{sid}}", admin.show_session),
+        Route(f"{api}/sessions/{{sid}}/terminate", admin.terminate_session, methods=["POST"]),
+        Route(f"{api}/sessions/{{sid}}/step-up", admin.step_up_session, methods=["POST"]),
+        Route(f"{api}/sessions/{{sid}}/explain", admin.explain_session),
+        Route(f"{api}/sessions/{{sid}}/scorer-state", admin.scorer_state),
+        Route(f"{api}/profiles", admin.list_profiles),
+        Route(f"{api}/profiles/{{user}}", admin.profile, methods=["GET", "PUT", "DELETE"]),
+        Route(f"{api}/events/status", admin.events_status),
+        *dashboard.routes(),
+        Route(f"{api}/policies", admin.policy_status),
+    ]
+    for oidc_cfg in gw.config.identity.oidc:
+        path = getattr(oidc_cfg, "redirect_path", "/.ztgate/oidc/callback")
+        if path != "/.ztgate/oidc/callback":
+            routes.append(Route(path, login.oidc_callback))
+    app = Starlette(routes=routes)
+    app.state.gateway = gw
+    app.add_middleware(dashboard.AdminCsrfGuard)  # inside OnlyThroughProxy
+    app.add_middleware(OnlyThroughProxy)
+    return app

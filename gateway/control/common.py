@@ -1,0 +1,83 @@
+"""What every control-plane handler needs: who is asking (through the proxy), and their session."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import HTTPConnection
+from starlette.responses import HTMLResponse, JSONResponse, Response
+
+from ..auth.tokens import TokenError
+from ..store import SessionRecord, StoreUnavailable
+
+if TYPE_CHECKING:
+    from ..runtime import Gateway
+
+PRE_COOKIE = "ztgate_pre"  # binds login/MFA form tokens to one browser before there is a session
+
+
+def gateway(conn: HTTPConnection) -> "Gateway":
+    return conn.app.state.gateway
+
+
+def via_proxy(conn: HTTPConnection) -> bool:
+    """Only the addon knows the per-process secret it adds: forwarded headers are trusted only then."""
+    sent = conn.headers.get("x-ztgate-internal", "")
+    return hmac.compare_digest(sent.encode(), gateway(conn).internal_secret.encode())
+
+
+def client_ip(conn: HTTPConnection) -> str:
+    return conn.headers.get("x-forwarded-for", "") if via_proxy(conn) else (conn.client.host if conn.client else "")
+
+
+def is_tls(conn: HTTPConnection) -> bool:
+    return via_proxy(conn) and conn.headers.get("x-forwarded-proto") == "https"
+
+
+async def current_session(conn: HTTPConnection) -> tuple[SessionRecord | None, Any]:
+    """The session named by the cookie (an expired but genuine token still finds its live session)."""
+    gw = gateway(conn)
+    token = conn.cookies.get(gw.config.session.cookie_name)
+    if not token:
+        return None, None
+    try:
+        claims = gw.tokens.verify(token)
+    except TokenError as err:
+        claims = gw.verify_expired_token(token) if err.reason == "expired" else None
+    if claims is None:
+        return None, None
+    try:
+        record = await gw.sessions.get(claims.sid)
+    except StoreUnavailable:
+        return None, claims
+    if record is None or record.sub != claims.sub:
+        return None, claims
+    return record, claims
+
+
+def pre_binding(conn: HTTPConnection) -> tuple[str, bool]:
+    """The pre-session cookie value, and whether it must be set on the response."""
+    value = conn.cookies.get(PRE_COOKIE, "")
+    if len(value) >= 16:
+        return value, False
+    return secrets.token_urlsafe(18), True
+
+
+def set_pre_cookie(response: Response, value: str, tls: bool) -> None:
+    response.set_cookie(PRE_COOKIE, value, max_age=3600, path="/.ztgate/", httponly=True, samesite="lax",
+                        secure=tls)
+
+
+def html(text: str, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(text, status_code=status, headers={"Cache-Control": "no-store",
+                                                           "Content-Security-Policy": "default-src 'none'; "
+                                                           "style-src 'unsafe-inline'; form-action 'self'; "
+                                                           "frame-ancestors 'none'; base-uri 'none'",
+                                                           "X-Frame-Options": "DENY"})
+
+
+def problem(status: int, error: str, description: str = "", **extra: Any) -> JSONResponse:
+    body = {"error": error, **({"error_description": description} if description else {}), **extra}
+    return JSONResponse(body, status_code=status, headers={"Cache-Control": "no-store"})

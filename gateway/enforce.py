@@ -1,0 +1,188 @@
+"""Applies decisions: session state in the store (broadcast to every process), live connections cut, users
+locked, security events emitted. Shadow decisions are reported and counted, never enforced."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from policies.durations import parse_duration
+
+from .store import SessionRecord, SessionState, StoreUnavailable
+
+if TYPE_CHECKING:
+    from .runtime import Gateway
+
+log = logging.getLogger("ztgate.enforce")
+
+_STATE_FOR = {"step_up": SessionState.STEP_UP_REQUIRED, "restrict": SessionState.RESTRICTED,
+              "terminate": SessionState.TERMINATED}
+_RANK = {SessionState.ACTIVE: 0, SessionState.RESTRICTED: 1, SessionState.STEP_UP_REQUIRED: 2,
+         SessionState.TERMINATED: 3}
+
+
+class Enforcer:
+    def __init__(self, gw: "Gateway") -> None:
+        self.gw = gw
+        self._reported: dict[tuple[str, str], float] = {}  # (sid, rule) -> when a shadow decision was last reported
+        self.close_latencies: list[float] = []  # decision -> connections closed here, seconds (bench reads it)
+        self._grace: set[str] = set()  # sessions with a step-up waiting out its grace period
+
+    async def apply(self, record: SessionRecord, decision: Any, assessment: Any) -> SessionRecord:
+        d = decision.to_dict()
+        action = d["action"]
+        if action == "allow":
+            return record
+        if d.get("shadow"):
+            await self._report_shadow(record, d, assessment)
+            return record
+        target = _STATE_FOR[action]
+        if _RANK[SessionState(record.state)] > _RANK[target] or (
+            record.state == target and record.decision.get("rule_id") == d.get("rule_id")
+        ):
+            return record  # already at least this strict, for this reason
+        if target == SessionState.STEP_UP_REQUIRED and record.sid in self._grace:
+            return record  # decided and reported once; the step-up takes effect when its grace period ends
+        d["decided_at"] = time.time()
+        self.gw.telemetry.count("ztgate_decisions_total", action=action, rule=str(d.get("rule_id")), shadow="false")
+        with self.gw.telemetry.tracing.decision(d, record.sid):
+            log.warning("session %s (%s): %s by %s/%s: %s", record.sid, record.sub, action, d.get("policy_file"),
+                        d.get("rule_id"), d.get("reason"))
+            updated = await self._change_state(record, target, d)
+            await self._emit(updated or record, d, assessment)
+        return updated or record
+
+    async def _change_state(self, record: SessionRecord, target: SessionState, d: dict) -> SessionRecord | None:
+        sessions = self.gw.sessions
+        reason = d.get("reason") or d.get("rule_id") or str(target)
+        params = d.get("params") or {}
+        try:
+            if target == SessionState.TERMINATED:
+                updated = await sessions.terminate(record.sid, reason, decision=d)
+                lock_for = params.get("lock_user_for")
+                if lock_for:
+                    seconds = lock_for if isinstance(lock_for, (int, float)) else parse_duration(str(lock_for))
+                    await self.gw.store.lock_user(record.sub, time.time() + seconds, reason)
+                    await self._terminate_user_sessions(record.sub, f"user locked: {reason}")
+                return updated
+            if target == SessionState.STEP_UP_REQUIRED:
+                step_up = {**record.step_up, "method": params.get("method", "totp"),
+                           "max_age": params.get("max_age"), "acr_values": params.get("acr_values"),
+                           "requested_at": time.time(), "rule_id": d.get("rule_id"),
+                           "count": int(record.step_up.get("count", 0))}
+                grace = float(params.get("grace") or 0)
+                if grace > 0:
+                    if record.sid not in self._grace:
+                        self._grace.add(record.sid)
+                        self.gw.spawn(self._later(grace, record.sid, step_up, reason, d), name="ztgate-step-up-grace")
+                    return record
+                return await sessions.set_state(record.sid, target, reason, step_up=step_up, decision=d)
+            restrictions = _merge_restrictions(record.restrictions, params)
+            return await sessions.set_state(record.sid, target, reason, restrictions=restrictions, decision=d)
+        except StoreUnavailable:
+            log.error("store unavailable while enforcing %s on %s: enforced in this process only", target, record.sid)
+            if target == SessionState.TERMINATED:
+                self.gw.connections.close_session(record.sid, reason)
+            return None
+
+    async def _later(self, grace: float, sid: str, step_up: dict, reason: str, d: dict) -> None:
+        try:
+            await asyncio.sleep(grace)
+            await self.gw.sessions.set_state(sid, SessionState.STEP_UP_REQUIRED, reason, step_up=step_up,
+                                             decision=d)
+        finally:
+            self._grace.discard(sid)
+
+    async def _terminate_user_sessions(self, user: str, reason: str) -> None:
+        for other in await self.gw.sessions.list():
+            if other.sub == user and not other.terminated:
+                await self.gw.sessions.terminate(other.sid, reason)
+
+    async def terminate(self, sid: str, reason: str, *, by: str) -> SessionRecord | None:
+        """An admin's termination: same path as a policy's, so it is cut everywhere and reported. During a store
+        outage it still takes effect here at once (tombstone, connections cut) and is written back on recovery."""
+        d = {"action": "terminate", "params": {}, "policy_file": None, "policy_id": None, "rule_id": f"admin:{by}",
+             "reason": reason, "shadow": False, "signals": {}, "decided_at": time.time()}
+        try:
+            record = await self.gw.sessions.get(sid)
+        except StoreUnavailable:
+            record = self.gw.sessions.cached(sid)
+            log.error("store unavailable: terminating %s locally; it is written back when the store returns", sid)
+            with self.gw.telemetry.tracing.decision(d, sid):
+                try:
+                    await self.gw.sessions.terminate(sid, reason, decision=d)
+                except StoreUnavailable:
+                    pass
+                self.gw.connections.close_session(sid, reason)
+            return self.gw.sessions.cached(sid) or record
+        if record is None:
+            return None
+        with self.gw.telemetry.tracing.decision(d, sid):
+            updated = await self.gw.sessions.terminate(sid, reason, decision=d)
+            await self._emit(updated or record, d, self.gw.monitor.assessment_of(sid))
+        return updated
+
+    async def require_step_up(self, sid: str, reason: str, *, by: str, method: str = "totp") -> SessionRecord | None:
+        record = await self.gw.sessions.get(sid)
+        if record is None or record.terminated:
+            return record
+        d = {"action": "step_up", "params": {"method": method}, "policy_file": None, "policy_id": None,
+             "rule_id": f"admin:{by}", "reason": reason, "shadow": False, "signals": {}, "decided_at": time.time()}
+        with self.gw.telemetry.tracing.decision(d, sid):
+            updated = await self._change_state(record, SessionState.STEP_UP_REQUIRED, d)
+            await self._emit(updated or record, d, self.gw.monitor.assessment_of(sid))
+        return updated
+
+    async def on_session_change(self, record: SessionRecord, previous: SessionRecord | None) -> None:
+        """Runs in every process for every change: cut this process's connections of a terminated session."""
+        if record.terminated and (previous is None or not previous.terminated):
+            cut = self.gw.connections.close_session(record.sid, record.state_reason or "terminated")
+            decided = record.decision.get("decided_at") if record.decision else None
+            if decided:
+                latency = max(0.0, time.time() - float(decided))
+                self.close_latencies.append(latency)
+                del self.close_latencies[:-10_000]
+                self.gw.telemetry.observe("ztgate_termination_close_seconds", latency)
+            if cut:
+                log.info("closed %d connection(s) of terminated session %s", cut, record.sid)
+            await self.gw.monitor.end(record.sid, clean=False)
+
+    async def _report_shadow(self, record: SessionRecord, d: dict, assessment: Any) -> None:
+        key = (record.sid, f"{d.get('policy_id')}/{d.get('rule_id')}")
+        now = time.time()
+        self.gw.telemetry.count("ztgate_decisions_total", action=d["action"], rule=str(d.get("rule_id")),
+                                shadow="true")
+        if now - self._reported.get(key, 0.0) < 300:  # once per rule and session per 5 minutes
+            return
+        self._reported[key] = now
+        if len(self._reported) > 100_000:
+            self._reported.clear()
+        log.info("shadow decision for %s: %s by %s", record.sid, d["action"], d.get("rule_id"))
+        await self._emit(record, d, assessment)
+
+    async def _emit(self, record: SessionRecord, d: dict, assessment: Any) -> None:
+        events = self.gw.events
+        if events is None:
+            return
+        data = assessment.to_dict() if hasattr(assessment, "to_dict") else assessment
+        route = self.gw.route_named(record.route)
+        try:
+            await events.emit_decision(d, record.to_dict(), data, route.upstream.url if route else None)
+            if d["action"] == "terminate" and not d.get("shadow"):
+                await events.emit_logoff(record.to_dict(), d.get("reason") or "terminated")
+        except Exception:
+            log.exception("could not record the security event for %s", record.sid)
+
+
+def _merge_restrictions(current: dict, params: dict) -> dict:
+    merged = dict(current)
+    for key, value in params.items():
+        if isinstance(value, list):
+            merged[key] = sorted(set(merged.get(key, [])) | set(value))
+        elif isinstance(value, bool):
+            merged[key] = merged.get(key, False) or value
+        else:
+            merged[key] = value
+    return merged

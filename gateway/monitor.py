@@ -1,0 +1,351 @@
+"""Each live session's scorer, and the policy decision that follows every update.
+
+    events from capture (sensor, Guacamole, RFB, terminal, TCP_INFO)
+        -> scoring.SessionScorer.update()          an Assessment: risk, signals, evidence
+        -> policies.PolicySet.evaluate(context)    a Decision: allow | step_up | restrict | terminate
+        -> gateway.enforce.Enforcer.apply()        state change, connections cut, security event
+
+Scorers live in the process that receives the session's input; their latest assessment is written to the store
+(throttled) so that every process, the admin API and the CLI can show it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+import scoring
+from scoring.events import Kind, Source, concat, empty, make_batch, sanitize
+from scoring.signals import Assessment
+
+from .access import Outcome, Verdict
+from .store import SessionRecord, StoreUnavailable
+
+if TYPE_CHECKING:
+    from .runtime import Gateway
+
+log = logging.getLogger("ztgate.monitor")
+
+_PERSIST_EVERY = 1.0  # seconds between assessment writes per session
+_ENROL_MAX_EVENTS = 20_000  # bound on the enrolment buffer of one session
+_FLUSH_AFTER = 0.1  # seconds input waits to be scored with what follows it
+
+
+@dataclass
+class LiveSession:
+    sid: str
+    user: str
+    scorer: Any  # scoring.SessionScorer
+    profile: Any  # scoring.Profile | None
+    integrity: Any  # gateway.sensor.integrity.SensorIntegrity | None
+    assessment: Assessment | None = None
+    last_persist: float = 0.0
+    enrol: list[np.ndarray] = field(default_factory=list)
+    enrol_events: int = 0
+    enrol_keys: int = 0
+    pages: dict[str, float] = field(default_factory=dict)
+
+
+class Monitor:
+    def __init__(self, gw: "Gateway") -> None:
+        self.gw = gw
+        self._live: dict[str, LiveSession] = {}
+        self._pending: dict[str, list[np.ndarray]] = {}
+        self._flushing: set[str] = set()
+
+    # ------------------------------------------------------------------ session lifecycle
+
+    async def live(self, sid: str) -> LiveSession | None:
+        entry = self._live.get(sid)
+        if entry is not None:
+            return entry
+        try:
+            record = await self.gw.sessions.get(sid)
+        except StoreUnavailable:
+            return None
+        if record is None or record.terminated:
+            return None
+        profile = None
+        try:
+            blob = await self.gw.store.get_profile(record.sub)
+            if blob:
+                profile = scoring.Profile.from_bytes(blob)
+        except StoreUnavailable:
+            log.warning("profile of %s unavailable (store down): scoring with population baselines", record.sub)
+        except Exception as exc:  # a corrupt or old profile must not stop scoring
+            log.error("profile of %s unreadable (%s): scoring with population baselines", record.sub, exc)
+        expected = self._expectations(record)
+        scorer = scoring.SessionScorer(profile, expected_rtt_ms=expected)
+        entry = LiveSession(sid=sid, user=record.sub, scorer=scorer, profile=profile,
+                            integrity=self.gw.new_integrity())
+        self._live[sid] = entry
+        self.gw.telemetry.gauge("ztgate_scored_sessions", len(self._live))
+        return entry
+
+    def _expectations(self, record: SessionRecord) -> float | None:
+        try:
+            exp = self.gw.policies.current.expectations(self.context(record, None))
+            return getattr(exp, "rtt_budget_ms", None)
+        except Exception:
+            return None
+
+    def entry(self, sid: str) -> LiveSession | None:
+        """The session's live scoring state in this process, if it has one."""
+        return self._live.get(sid)
+
+    def is_live(self, sid: str) -> bool:
+        return sid in self._live
+
+    async def start_session(self, sid: str) -> None:
+        if await self.live(sid) is not None:
+            await self.evaluate(sid)
+
+    async def end(self, sid: str, *, clean: bool) -> None:
+        """The session is over: learn from it if nothing was raised, then forget it."""
+        entry = self._live.pop(sid, None)
+        if entry is None:
+            return
+        if clean:
+            await self._learn(entry)
+
+    async def reset_evidence(self, sid: str) -> None:
+        """After a successful step-up: the evidence that caused it is answered; scoring starts afresh."""
+        entry = self._live.get(sid)
+        if entry is not None:
+            entry.scorer.reset_evidence()
+            entry.assessment = entry.scorer.update(empty(0))
+            entry.last_persist = 0.0
+            await self._persist(entry)
+
+    # ------------------------------------------------------------------ input
+
+    def submit(self, sid: str, batch: np.ndarray) -> None:
+        """Queues input for the session's scorer; flushed every ~100 ms so that a burst of small messages costs
+        one scorer update and one policy evaluation, not one per message."""
+        pending = self._pending.setdefault(sid, [])
+        pending.append(batch)
+        if sid not in self._flushing:
+            self._flushing.add(sid)
+            self.gw.spawn(self._flush_later(sid), name="ztgate-score-flush")
+
+    async def _flush_later(self, sid: str) -> None:
+        await asyncio.sleep(_FLUSH_AFTER)
+        self._flushing.discard(sid)
+        batches = self._pending.pop(sid, [])
+        if batches:
+            await self.ingest(sid, concat(batches))
+
+    async def ingest(self, sid: str, batch: np.ndarray) -> Assessment | None:
+        if len(batch) == 0:
+            return None
+        with self.gw.telemetry.tracing.root("ztgate.score", {"ztgate.sid": sid}):
+            return await self._ingest(sid, batch)
+
+    async def _ingest(self, sid: str, batch: np.ndarray) -> Assessment | None:
+        entry = await self.live(sid)
+        if entry is None:
+            return None
+        clean, dropped = sanitize(batch, now_ms=time.time() * 1000.0)
+        if dropped:
+            self.gw.telemetry.count("ztgate_events_dropped_total", value=dropped)
+        if len(clean) == 0:
+            return entry.assessment
+        started = time.perf_counter()
+        entry.assessment = entry.scorer.update(clean)
+        self.gw.telemetry.scored(sid, clean, entry.assessment, time.perf_counter() - started)
+        if entry.profile is None and not entry.scorer.flagged:
+            self._collect_enrolment(entry, clean)
+        await self.evaluate(sid)
+        return entry.assessment
+
+    def net_sample(self, sid: str, rtt_ms: float, rttvar_ms: float) -> None:
+        """A kernel TCP RTT sample of one of the session's client connections."""
+        now = time.time() * 1000.0
+        batch = make_batch([now], now, Kind.NET, source=Source.GATEWAY, value=rtt_ms, y=rttvar_ms)
+        self.submit(sid, batch)
+
+    def observe_request(self, sid: str, method: str, content_type: str, body: bytes | None) -> None:
+        """Sensor integrity: requests keep coming; submissions carry typed text (counted, never read)."""
+        entry = self._live.get(sid)
+        if entry is None or entry.integrity is None:
+            return
+        now = time.time()
+        entry.integrity.request(now)
+        if method in ("POST", "PUT", "PATCH") and body:
+            typed = count_typed_fields(content_type, body)
+            if typed:
+                entry.integrity.submission(None, typed, now)
+
+    # ------------------------------------------------------------------ decisions
+
+    def evaluates_requests(self, route: Any) -> bool:
+        return self.gw.policies.current.uses_request(route.name)  # memoised by the policy set
+
+    async def check_request(self, record: SessionRecord, route: Any, method: str, path: str, host: str,
+                            scheme: str, content_type: str) -> Outcome:
+        entry = self._live.get(record.sid)
+        context = self.context(record, entry, request={"method": method, "path": path, "host": host,
+                                                       "scheme": scheme, "content_type": content_type})
+        decision = self.gw.policies.current.evaluate(context, near_misses=False)
+        if int(decision.action) == 0:
+            return Outcome(Verdict.FORWARD)
+        record = await self.gw.enforcer.apply(record, decision, entry.assessment if entry else None)
+        from .access import decide
+
+        return decide(record, method, path)
+
+    async def evaluate(self, sid: str) -> None:
+        entry = self._live.get(sid)
+        record = self.gw.sessions.cached(sid)
+        if record is None:
+            try:
+                record = await self.gw.sessions.get(sid)
+            except StoreUnavailable:
+                return
+        if entry is None or record is None or record.terminated:
+            return
+        context = self.context(record, entry)
+        decision = self.gw.policies.current.evaluate(context, near_misses=False)
+        self.gw.telemetry.observe("ztgate_risk", context["risk"])
+        if decision.shadow_decisions:
+            for shadow in decision.shadow_decisions:
+                await self.gw.enforcer.apply(record, shadow, entry.assessment)
+        if int(decision.action) != 0:
+            await self.gw.enforcer.apply(record, decision, entry.assessment)
+        await self._persist(entry)
+
+    def context(self, record: SessionRecord, entry: LiveSession | None, request: dict | None = None) -> dict:
+        now = time.time()
+        assessment = entry.assessment if entry else None
+        signals: dict[str, Any] = {}
+        if assessment is not None:
+            for name, s in assessment.signals.items():
+                signals[name] = {"score": float(s.score), "sufficient": bool(s.sufficient),
+                                 "details": {k: float(v) for k, v in s.details.items()},
+                                 "evidence": {"keystrokes": s.evidence.keystrokes, "seconds": s.evidence.seconds,
+                                              "samples": s.evidence.samples}}
+        if entry is not None and entry.integrity is not None:
+            s = entry.integrity.signal(now)
+            signals["sensor"] = {"score": float(s.score), "sufficient": bool(s.sufficient),
+                                 "details": {k: float(v) for k, v in s.details.items()},
+                                 "evidence": {"keystrokes": s.evidence.keystrokes, "seconds": s.evidence.seconds,
+                                              "samples": s.evidence.samples}}
+        route = self.gw.route_named(record.route)
+        ctx = {
+            "signals": signals,
+            "risk": float(assessment.risk) if assessment is not None else 0.0,
+            "session": {
+                "sid": record.sid, "state": record.state, "age_seconds": now - record.created,
+                "idle_seconds": now - record.last_seen, "seconds_since_auth": now - record.auth_time,
+                "acr": record.acr, "amr": list(record.amr), "route": record.route,
+                "route_kind": route.kind if route else "http", "client_ip": record.client_ip,
+                "user_agent": record.user_agent, "step_up_count": int(record.step_up.get("count", 0)),
+                "step_up_failures": int(record.step_up.get("failures", 0)),
+                "evidence_keystrokes": assessment.evidence.keystrokes if assessment else 0,
+                "evidence_seconds": assessment.evidence.seconds if assessment else 0.0,
+            },
+            "user": {"name": record.sub, "email": record.email, "groups": list(record.groups), "site": record.site,
+                     "country": record.country},
+        }
+        if request is not None:
+            ctx["request"] = request
+        return ctx
+
+    async def _persist(self, entry: LiveSession) -> None:
+        now = time.time()
+        if entry.assessment is None or now - entry.last_persist < _PERSIST_EVERY:
+            return
+        entry.last_persist = now
+        data = entry.assessment.to_dict()
+        if entry.integrity is not None:
+            data["signals"]["sensor"] = entry.integrity.signal(now).to_dict()
+        try:
+            await self.gw.store.put_assessment(entry.sid, data, self.gw.config.session.max_lifetime)
+        except StoreUnavailable:
+            pass
+
+    def assessment_of(self, sid: str) -> dict | None:
+        entry = self._live.get(sid)
+        if entry is None or entry.assessment is None:
+            return None
+        data = entry.assessment.to_dict()
+        if entry.integrity is not None:
+            data["signals"]["sensor"] = entry.integrity.signal(time.time()).to_dict()
+        return data
+
+    # ------------------------------------------------------------------ profiles
+
+    def _collect_enrolment(self, entry: LiveSession, batch: np.ndarray) -> None:
+        if entry.enrol_events >= _ENROL_MAX_EVENTS:
+            return
+        keep = batch[:_ENROL_MAX_EVENTS - entry.enrol_events]
+        entry.enrol.append(keep)
+        entry.enrol_events += len(keep)
+        entry.enrol_keys += int(np.count_nonzero(keep["kind"] == Kind.KEY_DOWN))
+        if entry.enrol_keys >= self.gw.config.scoring.enrol_keystrokes:
+            self.gw.spawn(self._enrol(entry), name="ztgate-enrol")
+
+    async def _enrol(self, entry: LiveSession) -> None:
+        batches, entry.enrol, entry.enrol_events = entry.enrol, [], _ENROL_MAX_EVENTS
+        try:
+            profile = scoring.enrol(batches)
+            await self.gw.store.put_profile(entry.user, profile.to_bytes())
+            entry.profile = profile
+            log.info("enrolled a typing profile for %s from %d keystrokes", entry.user, entry.enrol_keys)
+        except StoreUnavailable:
+            log.warning("could not store the new profile of %s: store unavailable", entry.user)
+        except Exception:
+            log.exception("enrolment of %s failed", entry.user)
+
+    async def _learn(self, entry: LiveSession) -> None:
+        if not self.gw.config.scoring.learn or entry.profile is None or entry.scorer.flagged:
+            return
+        try:
+            profile = scoring.learn(entry.profile, entry.scorer.summary())
+            await self.gw.store.put_profile(entry.user, profile.to_bytes())
+        except StoreUnavailable:
+            pass
+        except Exception:
+            log.exception("learning from session %s failed", entry.sid)
+
+
+def count_typed_fields(content_type: str, body: bytes) -> int:
+    """How many fields of a form or JSON body carry text. Values are looked at for emptiness only."""
+    ct = content_type.split(";", 1)[0].strip().lower()
+    if len(body) > 1_000_000:
+        return 1
+    if ct == "application/x-www-form-urlencoded":
+        from urllib.parse import parse_qsl
+
+        try:
+            pairs = parse_qsl(body.decode("latin-1"), keep_blank_values=True)
+        except ValueError:
+            return 0
+        return sum(1 for k, v in pairs if v.strip() and k not in ("csrf", "_csrf", "csrfmiddlewaretoken"))
+    if ct == "application/json" or ct.endswith("+json"):
+        import json
+
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return 0
+        return _json_strings(data, 0)
+    return 0
+
+
+def _json_strings(node: Any, depth: int) -> int:
+    if depth > 20:
+        return 0
+    if isinstance(node, str):
+        return 1 if node.strip() and not node.isdigit() else 0
+    if isinstance(node, dict):
+        return sum(_json_strings(v, depth + 1) for v in node.values())
+    if isinstance(node, list):
+        return sum(_json_strings(v, depth + 1) for v in node[:1000])
+    return 0
+

@@ -1,0 +1,1 @@
+"""The embedded mitmproxy: master, the ztgate addon, and the registry of live connections."""

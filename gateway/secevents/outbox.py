@@ -1,0 +1,501 @@
+"""The outbox: every event is made durable here before any sink sees it.
+
+Two implementations with one interface:
+- FileOutbox (embedded default): append-only JSONL segments in a directory, fsync'd before `append` returns
+  (concurrent appends share one write+fsync: group commit). Per-sink state files sit next to the segments.
+- RedisOutbox (production): a Redis stream (XADD acknowledged = durable, per Redis' persistence settings);
+  per-sink state in Redis keys; a lease key so that one gateway instance at a time delivers to each sink.
+
+Positions are strings: the file outbox's sequence number, or the stream entry id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+SEGMENT_PREFIX = "seg-"
+SEGMENT_SUFFIX = ".jsonl"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    pos: str          # outbox position
+    id: str           # stable event id: the delivery id receivers de-duplicate on
+    kind: str         # finding | logoff | policy_rejected
+    sid: str | None
+    enqueued_ms: int
+    event: dict
+
+    @staticmethod
+    def from_envelope(pos: str, env: dict) -> "Record":
+        return Record(pos=pos, id=env["id"], kind=env.get("kind", ""), sid=env.get("sid"),
+                      enqueued_ms=int(env.get("enqueued_ms", 0)), event=env["event"])
+
+
+class OutboxBusy(RuntimeError):
+    """Another process owns this file outbox."""
+
+
+class OutboxUnavailable(RuntimeError):
+    """The event could not be made durable (disk error, Redis down)."""
+
+
+class Reader(Protocol):
+    async def read(self, limit: int, timeout: float) -> list[Record]: ...
+
+
+class Outbox(Protocol):
+    kind: str
+
+    async def append(self, envelope: dict) -> str: ...
+    def reader(self, after: str | None) -> Reader: ...
+    async def backlog(self, after: str | None, cap: int = 100_000) -> tuple[int, int | None]: ...
+    async def load_state(self, sink: str) -> dict | None: ...
+    async def save_state(self, sink: str, state: dict) -> None: ...
+    async def acquire_lease(self, sink: str, owner: str, ttl: float) -> bool: ...
+    async def release_lease(self, sink: str, owner: str) -> None: ...
+    async def compact(self, min_pos: str | None) -> None: ...
+    async def tail(self, n: int) -> list[Record]: ...
+    async def head(self) -> str | None: ...
+    async def close(self) -> None: ...
+
+
+def _encode(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+# ---------------------------------------------------------------------------------------------- file outbox
+
+
+def _segment_name(first: int) -> str:
+    return f"{SEGMENT_PREFIX}{first:012d}{SEGMENT_SUFFIX}"
+
+
+def _segments(directory: Path) -> list[tuple[int, Path]]:
+    out = []
+    for p in directory.glob(f"{SEGMENT_PREFIX}*{SEGMENT_SUFFIX}"):
+        try:
+            out.append((int(p.name[len(SEGMENT_PREFIX):-len(SEGMENT_SUFFIX)]), p))
+        except ValueError:
+            continue
+    return sorted(out)
+
+
+class FileOutbox:
+    kind = "file"
+
+    def __init__(self, path: str | os.PathLike, *, segment_bytes: int = 8 * 1024 * 1024, readonly: bool = False):
+        self.dir = Path(path)
+        self.segment_bytes = segment_bytes
+        self.readonly = readonly
+        self.state_dir = self.dir / "cursors"
+        self._lock_file = None
+        if not readonly:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self.state_dir.mkdir(exist_ok=True)
+            self._lock_file = open(self.dir / "lock", "a")
+            try:
+                fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._lock_file.close()
+                raise OutboxBusy(f"{self.dir} is in use by another ztgate process") from None
+        self._head = self._recover()
+        self._fh = None
+        self._active_first = 0
+        self._active_size = 0
+        self._pending: list[tuple[bytes, asyncio.Future]] = []
+        self._wake = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._writer: asyncio.Task | None = None
+        self._closed = False
+
+    # -- recovery: a torn last line (crash mid-write, never acknowledged) is cut off
+    def _recover(self) -> int:
+        segs = _segments(self.dir) if self.dir.exists() else []
+        if not segs:
+            return 0
+        first, path = segs[-1]
+        data = path.read_bytes()
+        end = data.rfind(b"\n") + 1
+        if end != len(data) and not self.readonly:
+            with open(path, "r+b") as f:
+                f.truncate(end)
+                os.fsync(f.fileno())
+        head = first - 1
+        lines = data[:end].splitlines()
+        if lines:
+            head = int(json.loads(lines[-1])["seq"])
+        return head
+
+    def _open_active(self) -> None:
+        segs = _segments(self.dir)
+        if segs and segs[-1][1].stat().st_size < self.segment_bytes:
+            self._active_first, path = segs[-1]
+        else:
+            self._active_first = self._head + 1
+            path = self.dir / _segment_name(self._active_first)
+        self._fh = open(path, "ab")
+        self._active_size = self._fh.tell()
+        self._fsync_dir()
+
+    def _fsync_dir(self) -> None:
+        fd = os.open(self.dir, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _write_batch(self, lines: list[bytes]) -> None:
+        if self._fh is None:
+            self._open_active()
+        if self._active_size >= self.segment_bytes:
+            self._fh.close()
+            self._active_first = self._head + 1
+            self._fh = open(self.dir / _segment_name(self._active_first), "ab")
+            self._active_size = 0
+            self._fsync_dir()
+        data = b"".join(lines)
+        start = self._active_size
+        try:
+            self._fh.write(data)
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+        except OSError:
+            # Leave no half-written line behind: the batch is reported as failed and will not be read.
+            with contextlib.suppress(OSError):
+                self._fh.truncate(start)
+                self._fh.seek(start)
+            raise
+        self._active_size = start + len(data)
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._pending = self._pending, []
+            if not batch:
+                if self._closed:
+                    return
+                continue
+            lines, futures = [], []
+            seq = self._head
+            for env_bytes, fut in batch:
+                seq += 1
+                lines.append(b'{"seq":%d,' % seq + env_bytes[1:] + b"\n")
+                futures.append((fut, str(seq)))
+            try:
+                await asyncio.to_thread(self._write_batch, lines)
+            except OSError as err:
+                for fut, _ in futures:
+                    if not fut.done():
+                        fut.set_exception(OutboxUnavailable(f"outbox write failed: {err}"))
+                continue
+            self._head = seq
+            for fut, pos in futures:
+                if not fut.done():
+                    fut.set_result(pos)
+            self._changed.set()
+            self._changed = asyncio.Event()
+
+    async def append(self, envelope: dict) -> str:
+        if self.readonly or self._closed:
+            raise OutboxUnavailable("outbox is closed")
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_loop(), name="ztgate-outbox-writer")
+        fut = asyncio.get_running_loop().create_future()
+        self._pending.append((_encode(envelope), fut))
+        self._wake.set()
+        return await fut
+
+    def reader(self, after: str | None) -> "FileReader":
+        return FileReader(self, int(after) if after else 0)
+
+    async def head(self) -> str | None:
+        return str(self._head) if self._head else None
+
+    @property
+    def head_seq(self) -> int:
+        return self._head
+
+    async def backlog(self, after: str | None, cap: int = 100_000) -> tuple[int, int | None]:
+        after_seq = int(after) if after else 0
+        count = max(0, self._head - after_seq)
+        if count == 0:
+            return 0, None
+        first = await self.reader(after).read(1, 0)
+        return count, (first[0].enqueued_ms if first else None)
+
+    def _state_path(self, sink: str) -> Path:
+        return self.state_dir / f"{sink}.json"
+
+    async def load_state(self, sink: str) -> dict | None:
+        p = self._state_path(sink)
+        try:
+            return json.loads(p.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def _save_state_sync(self, sink: str, state: dict) -> None:
+        p = self._state_path(sink)
+        tmp = p.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            f.write(_encode(state))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+
+    async def save_state(self, sink: str, state: dict) -> None:
+        await asyncio.to_thread(self._save_state_sync, sink, state)
+
+    async def acquire_lease(self, sink: str, owner: str, ttl: float) -> bool:
+        return True  # the directory lock already makes this process the only deliverer
+
+    async def release_lease(self, sink: str, owner: str) -> None:
+        return None
+
+    def _compact_sync(self, min_seq: int) -> None:
+        segs = _segments(self.dir)
+        for (first, path), (next_first, _) in zip(segs, segs[1:]):
+            if next_first - 1 <= min_seq and first != self._active_first:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+
+    async def compact(self, min_pos: str | None) -> None:
+        await asyncio.to_thread(self._compact_sync, int(min_pos) if min_pos else 0)
+
+    async def tail(self, n: int) -> list[Record]:
+        segs = _segments(self.dir)
+        out: list[Record] = []
+        for _, path in reversed(segs):
+            lines = [l for l in path.read_bytes().split(b"\n") if l]
+            recs = [_parse_line(l) for l in lines]
+            out = [r for r in recs if r is not None and int(r.pos) <= self._head] + out
+            if len(out) >= n:
+                break
+        return out[-n:] if n else []
+
+    def refresh(self) -> None:
+        """Read-only users (the CLI) pick up what the gateway appended since."""
+        self._head = self._recover()
+
+    async def wait_changed(self, timeout: float) -> None:
+        changed = self._changed
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(changed.wait(), timeout)
+
+    async def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+        if self._writer is not None:
+            with contextlib.suppress(Exception):
+                await self._writer
+            self._writer = None
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+
+def _parse_line(line: bytes) -> Record | None:
+    try:
+        env = json.loads(line)
+        return Record.from_envelope(str(env["seq"]), env)
+    except (ValueError, KeyError):
+        return None
+
+
+class FileReader:
+    """Reads records after a position, in order, across segments (survives compaction of passed segments)."""
+
+    def __init__(self, outbox: FileOutbox, after: int):
+        self.outbox = outbox
+        self.after = after
+        self._path: Path | None = None
+        self._offset = 0
+
+    def _locate(self, segs: list[tuple[int, Path]]) -> None:
+        idx = 0
+        for i, (first, _) in enumerate(segs):
+            if first <= self.after + 1:
+                idx = i
+        self._path, self._offset = segs[idx][1], 0
+
+    def _read_sync(self, limit: int, upto: int) -> list[Record]:
+        out: list[Record] = []
+        while len(out) < limit and self.after < upto:
+            segs = _segments(self.outbox.dir)
+            if not segs:
+                return out
+            if self._path is None or not self._path.exists():
+                self._locate(segs)
+            with open(self._path, "rb") as f:
+                f.seek(self._offset)
+                data = f.read(1 << 20)
+            end = data.rfind(b"\n") + 1
+            progressed = False
+            for line in data[:end].splitlines(keepends=True):
+                rec = _parse_line(line)
+                if rec is not None and int(rec.pos) > upto:
+                    return out  # written but not yet fsync'd: not ours to deliver yet
+                self._offset += len(line)
+                progressed = True
+                if rec is not None and int(rec.pos) > self.after:
+                    out.append(rec)
+                    self.after = int(rec.pos)
+                    if len(out) >= limit:
+                        return out
+            if not progressed:  # this segment is exhausted; a later one exists only once it is complete
+                later = [p for _, p in segs if p.name > self._path.name]
+                if not later:
+                    return out
+                self._path, self._offset = later[0], 0
+        return out
+
+    async def read(self, limit: int, timeout: float) -> list[Record]:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.outbox.readonly:
+                self.outbox.refresh()
+            upto = self.outbox.head_seq
+            if self.after < upto:
+                recs = await asyncio.to_thread(self._read_sync, limit, upto)
+                if recs:
+                    return recs
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            if self.outbox.readonly:
+                await asyncio.sleep(min(0.25, remaining))
+            else:
+                await self.outbox.wait_changed(remaining)
+
+
+# ---------------------------------------------------------------------------------------------- Redis outbox
+
+
+class RedisOutbox:
+    kind = "redis"
+
+    def __init__(self, url: str, *, stream: str = "ztgate:outbox", maxlen: int = 1_000_000):
+        import redis.asyncio as aioredis
+
+        self.url = url
+        self.stream = stream
+        self.maxlen = maxlen
+        self.redis = aioredis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        self._blocking = aioredis.from_url(url, socket_connect_timeout=5)
+
+    async def append(self, envelope: dict) -> str:
+        import redis.exceptions as rex
+
+        data = _encode(envelope)
+        last: Exception | None = None
+        for attempt in range(3):  # ride out a Redis failover/restart of a second or two
+            try:
+                pos = await self.redis.xadd(self.stream, {"r": data}, maxlen=self.maxlen, approximate=True)
+                return pos.decode() if isinstance(pos, bytes) else str(pos)
+            except (rex.ConnectionError, rex.TimeoutError) as err:
+                last = err
+                await asyncio.sleep(0.2 * (attempt + 1))
+        raise OutboxUnavailable(f"Redis outbox unavailable: {last}")
+
+    def reader(self, after: str | None) -> "RedisReader":
+        return RedisReader(self, after or "0-0")
+
+    @staticmethod
+    def _records(entries: list) -> list[Record]:
+        out = []
+        for entry_id, fields in entries:
+            eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+            raw = fields.get(b"r") or fields.get("r")
+            try:
+                out.append(Record.from_envelope(eid, json.loads(raw)))
+            except (TypeError, ValueError, KeyError):
+                continue
+        return out
+
+    async def backlog(self, after: str | None, cap: int = 100_000) -> tuple[int, int | None]:
+        entries = await self.redis.xrange(self.stream, min=f"({after}" if after else "-", max="+", count=cap)
+        recs = self._records(entries)
+        return len(recs), (recs[0].enqueued_ms if recs else None)
+
+    def _key(self, sink: str, what: str) -> str:
+        return f"{self.stream}:{what}:{sink}"
+
+    async def load_state(self, sink: str) -> dict | None:
+        raw = await self.redis.get(self._key(sink, "sink"))
+        return json.loads(raw) if raw else None
+
+    async def save_state(self, sink: str, state: dict) -> None:
+        await self.redis.set(self._key(sink, "sink"), _encode(state))
+
+    async def acquire_lease(self, sink: str, owner: str, ttl: float) -> bool:
+        key = self._key(sink, "lease")
+        ms = int(ttl * 1000)
+        if await self.redis.set(key, owner, nx=True, px=ms):
+            return True
+        current = await self.redis.get(key)
+        if current is not None and current.decode() == owner:
+            await self.redis.pexpire(key, ms)
+            return True
+        return False
+
+    # delete the lease only if it is still ours: it may have expired and been taken by another replica
+    _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+
+    async def release_lease(self, sink: str, owner: str) -> None:
+        """A stopping gateway hands its sinks over at once instead of after the lease's TTL."""
+        await self.redis.eval(self._RELEASE, 1, self._key(sink, "lease"), owner)
+
+    async def compact(self, min_pos: str | None) -> None:
+        """Drops the entries before `min_pos`, the slowest sink's last delivered position (that entry stays)."""
+        if min_pos:
+            await self.redis.xtrim(self.stream, minid=min_pos, approximate=False)
+
+    async def length(self) -> int:
+        return int(await self.redis.xlen(self.stream))
+
+    async def tail(self, n: int) -> list[Record]:
+        entries = await self.redis.xrevrange(self.stream, max="+", min="-", count=n)
+        return list(reversed(self._records(entries)))
+
+    async def head(self) -> str | None:
+        entries = await self.redis.xrevrange(self.stream, max="+", min="-", count=1)
+        recs = self._records(entries)
+        return recs[0].pos if recs else None
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+        await self._blocking.aclose()
+
+
+class RedisReader:
+    def __init__(self, outbox: RedisOutbox, after: str):
+        self.outbox = outbox
+        self.after = after
+
+    async def read(self, limit: int, timeout: float) -> list[Record]:
+        block = max(1, int(timeout * 1000)) if timeout > 0 else None
+        reply = await self.outbox._blocking.xread({self.outbox.stream: self.after}, count=limit, block=block)
+        recs: list[Record] = []
+        for _stream, entries in reply or []:
+            recs.extend(self.outbox._records(entries))
+        if recs:
+            self.after = recs[-1].pos
+        return recs
+
+
+def open_outbox(cfg_outbox: Any, redis_url: str | None, *, readonly: bool = False) -> Outbox:
+    if redis_url:
+        return RedisOutbox(redis_url, stream=cfg_outbox.stream, maxlen=cfg_outbox.maxlen)
+    return FileOutbox(cfg_outbox.path, segment_bytes=cfg_outbox.segment_bytes, readonly=readonly)

@@ -1,0 +1,63 @@
+"""Webhook sink: POST the OCSF event as JSON, signed; 2xx = delivered, anything else is retried.
+
+Redirects are never followed: security data must not be posted to wherever a 3xx points.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+
+import httpx
+
+from ..config import WebhookSinkConfig
+from ..outbox import Record
+from ..signing import signed_headers
+from .base import DeliveryError, event_body
+
+RETRYABLE_4XX = {408, 425, 429}
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+class WebhookSink:
+    type = "webhook"
+
+    def __init__(self, cfg: WebhookSinkConfig, *, user_agent: str = "ztgate"):
+        self.cfg = cfg
+        self.name = cfg.name
+        self._client = httpx.AsyncClient(follow_redirects=False, timeout=httpx.Timeout(cfg.timeout),
+                                         headers={"User-Agent": user_agent, **dict(cfg.headers)})
+
+    async def deliver(self, record: Record) -> None:
+        body = event_body(record)
+        headers = {"Content-Type": "application/json", "X-Ztgate-Event": str(record.event.get("class_name", "")),
+                   **signed_headers(self.cfg.secret, record.id, body)}
+        try:
+            resp = await self._client.post(self.cfg.url, content=body, headers=headers)
+        except httpx.TimeoutException as err:
+            raise DeliveryError(f"timed out after {self.cfg.timeout:g} s ({type(err).__name__})") from None
+        except httpx.HTTPError as err:
+            raise DeliveryError(f"{type(err).__name__}: {err}") from None
+        code = resp.status_code
+        if 200 <= code < 300:
+            return
+        if 300 <= code < 400:
+            raise DeliveryError(f"HTTP {code} redirect to {resp.headers.get('location', '?')!r} refused "
+                                "(security events are never posted to a redirect target; fix the sink URL)", slow=True)
+        retry_after = _retry_after(resp.headers.get("retry-after"))
+        if code in RETRYABLE_4XX or code >= 500:
+            raise DeliveryError(f"HTTP {code}", retry_after=retry_after)
+        raise DeliveryError(f"HTTP {code} (rejected by receiver; retrying slowly, check its logs)",
+                            retry_after=retry_after, slow=True)
+
+    async def close(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,120 @@
+"""The session record and the store interface both implementations honour."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
+from typing import Any, Awaitable, Callable, Protocol
+
+
+class SessionState(StrEnum):
+    ACTIVE = "active"
+    STEP_UP_REQUIRED = "step_up_required"
+    RESTRICTED = "restricted"
+    TERMINATED = "terminated"
+
+
+class StoreUnavailable(Exception):
+    """The store cannot be reached; callers decide by fail_mode."""
+
+
+@dataclass
+class SessionRecord:
+    sid: str
+    sub: str
+    email: str = ""
+    name: str = ""
+    groups: list[str] = field(default_factory=list)
+    site: str = ""
+    country: str = ""
+    idp: str = "directory"
+    acr: str = "pwd"
+    amr: list[str] = field(default_factory=list)
+    auth_time: float = 0.0
+    created: float = 0.0
+    last_seen: float = 0.0
+    expires: float = 0.0
+    client_ip: str = ""
+    user_agent: str = ""
+    route: str = ""
+    state: str = SessionState.ACTIVE
+    state_reason: str = ""
+    restrictions: dict[str, Any] = field(default_factory=dict)
+    step_up: dict[str, Any] = field(default_factory=dict)  # method, max_age, requested_at, failures, count
+    decision: dict[str, Any] = field(default_factory=dict)  # the last non-allow decision
+    assessment: dict[str, Any] = field(default_factory=dict)  # the last Assessment.to_dict()
+    version: int = 0  # bumped on every write; lets caches ignore stale broadcasts
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SessionRecord":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "SessionRecord":
+        return cls.from_dict(json.loads(text))
+
+    @property
+    def terminated(self) -> bool:
+        return self.state == SessionState.TERMINATED
+
+
+Broadcast = dict[str, Any]  # {"type": "session", "sid": ..., "record": {...}} | {"type": "policies", ...}
+Subscriber = Callable[[Broadcast], Awaitable[None] | None]
+
+
+class SessionStore(Protocol):
+    """What the gateway needs from a store. Every method may raise StoreUnavailable."""
+
+    kind: str
+
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+    async def ping(self) -> bool: ...
+
+    async def put_session(self, record: SessionRecord, ttl_seconds: int) -> None: ...
+    async def get_session(self, sid: str) -> SessionRecord | None: ...
+    async def list_sessions(self) -> list[SessionRecord]: ...
+    async def delete_session(self, sid: str) -> None: ...
+
+    # Broadcast to every gateway process (this one included). Delivery order per publisher is kept.
+    async def publish(self, message: Broadcast) -> None: ...
+    def subscribe(self, callback: Subscriber) -> None: ...
+
+    # ReplayGuard (gateway.auth.totp / csrf): one-time tokens and failure counters.
+    async def first_use(self, key: str, ttl_seconds: int) -> bool: ...
+    async def incr(self, key: str, ttl_seconds: int) -> int: ...
+
+    # The latest assessment of a session, apart from the record: it changes every second, the record rarely,
+    # and writing it must never race a state change.
+    async def put_assessment(self, sid: str, data: dict, ttl_seconds: int) -> None: ...
+    async def get_assessment(self, sid: str) -> dict | None: ...
+
+    async def get_profile(self, user: str) -> bytes | None: ...
+    async def put_profile(self, user: str, blob: bytes) -> None: ...
+    async def delete_profile(self, user: str) -> bool: ...
+    async def list_profiles(self) -> list[str]: ...
+
+    async def lock_user(self, user: str, until: float, reason: str) -> None: ...
+    async def user_lock(self, user: str) -> dict | None: ...
+
+    # A user's registered WebAuthn credentials: public keys, ids and counters only (JSON-able dicts).
+    async def put_credentials(self, user: str, credentials: list[dict]) -> None: ...
+    async def get_credentials(self, user: str) -> list[dict]: ...
+
+
+def open_store(url: str, *, prefix: str = "ztgate:") -> SessionStore:
+    if url.startswith("memory://"):
+        from .memory import MemoryStore
+
+        return MemoryStore()
+    from .redis import RedisStore
+
+    return RedisStore(url, prefix=prefix)

@@ -1,0 +1,122 @@
+"""The embedded default: everything in this process. One gateway process only."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import time
+
+from .base import Broadcast, SessionRecord, Subscriber
+
+
+class MemoryStore:
+    kind = "memory"
+
+    def __init__(self) -> None:
+        self._sessions: dict[str, tuple[str, float]] = {}  # sid -> (json, expires_at)
+        self._once: dict[str, float] = {}
+        self._counters: dict[str, tuple[int, float]] = {}
+        self._profiles: dict[str, bytes] = {}
+        self._assessments: dict[str, tuple[str, float]] = {}
+        self._locks: dict[str, dict] = {}
+        self._credentials: dict[str, str] = {}  # user -> JSON list
+        self._subscribers: list[Subscriber] = []
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def ping(self) -> bool:
+        return True
+
+    def _expire(self) -> None:
+        now = time.time()
+        for table in (self._sessions, self._once, self._assessments):
+            stale = [k for k, v in table.items() if (v[1] if isinstance(v, tuple) else v) <= now]
+            for k in stale:
+                del table[k]
+
+    async def put_session(self, record: SessionRecord, ttl_seconds: int) -> None:
+        current = self._sessions.get(record.sid)
+        if current is not None and record.state != "terminated" and '"state":"terminated"' in current[0]:
+            return  # a terminated session is never written back to life
+        # stored as JSON so that callers never share mutable state with the store
+        self._sessions[record.sid] = (record.to_json(), time.time() + ttl_seconds)
+
+    async def get_session(self, sid: str) -> SessionRecord | None:
+        entry = self._sessions.get(sid)
+        if entry is None or entry[1] <= time.time():
+            return None
+        return SessionRecord.from_json(entry[0])
+
+    async def list_sessions(self) -> list[SessionRecord]:
+        self._expire()
+        return [SessionRecord.from_json(v[0]) for v in self._sessions.values()]
+
+    async def delete_session(self, sid: str) -> None:
+        self._sessions.pop(sid, None)
+
+    async def publish(self, message: Broadcast) -> None:
+        for callback in list(self._subscribers):
+            result = callback(message)
+            if inspect.isawaitable(result):
+                await result
+
+    def subscribe(self, callback: Subscriber) -> None:
+        self._subscribers.append(callback)
+
+    async def first_use(self, key: str, ttl_seconds: int) -> bool:
+        now = time.time()
+        if self._once.get(key, 0) > now:
+            return False
+        if len(self._once) > 100_000:
+            self._expire()
+        self._once[key] = now + ttl_seconds
+        return True
+
+    async def incr(self, key: str, ttl_seconds: int) -> int:
+        now = time.time()
+        count, until = self._counters.get(key, (0, 0.0))
+        if until <= now:
+            count, until = 0, now + ttl_seconds
+        self._counters[key] = (count + 1, until)
+        return count + 1
+
+    async def put_assessment(self, sid: str, data: dict, ttl_seconds: int) -> None:
+        self._assessments[sid] = (json.dumps(data), time.time() + ttl_seconds)
+
+    async def get_assessment(self, sid: str) -> dict | None:
+        entry = self._assessments.get(sid)
+        if entry is None or entry[1] <= time.time():
+            return None
+        return json.loads(entry[0])
+
+    async def get_profile(self, user: str) -> bytes | None:
+        return self._profiles.get(user)
+
+    async def put_profile(self, user: str, blob: bytes) -> None:
+        self._profiles[user] = bytes(blob)
+
+    async def delete_profile(self, user: str) -> bool:
+        return self._profiles.pop(user, None) is not None
+
+    async def list_profiles(self) -> list[str]:
+        return sorted(self._profiles)
+
+    async def lock_user(self, user: str, until: float, reason: str) -> None:
+        self._locks[user] = {"until": until, "reason": reason}
+
+    async def user_lock(self, user: str) -> dict | None:
+        lock = self._locks.get(user)
+        if lock and lock["until"] > time.time():
+            return lock
+        return None
+
+    async def put_credentials(self, user: str, credentials: list[dict]) -> None:
+        self._credentials[user] = json.dumps(credentials)
+
+    async def get_credentials(self, user: str) -> list[dict]:
+        raw = self._credentials.get(user)
+        return json.loads(raw) if raw else []

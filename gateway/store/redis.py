@@ -1,0 +1,231 @@
+"""Redis: sessions as TTL keys, broadcasts over pub/sub, so that several gateway processes act as one."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from .base import Broadcast, SessionRecord, StoreUnavailable, Subscriber
+
+log = logging.getLogger("ztgate.store")
+
+
+_PUT_SESSION = """
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local ok, obj = pcall(cjson.decode, cur)
+  if ok and obj['state'] == 'terminated' and ARGV[3] ~= 'terminated' then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[5])
+return 1
+"""
+
+
+class RedisStore:
+    kind = "redis"
+
+    def __init__(self, url: str, *, prefix: str = "ztgate:", timeout: float = 2.0) -> None:
+        self.url, self.prefix = url, prefix
+        self._redis = aioredis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=10,
+        )
+        self._channel = f"{prefix}broadcast"
+        self._put_script = self._redis.register_script(_PUT_SESSION)
+        self._subscribers: list[Subscriber] = []
+        self._listener: asyncio.Task | None = None
+        self.connected = asyncio.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        await self.ping_or_raise()
+        self._listener = asyncio.create_task(self._listen(), name="ztgate-store-broadcasts")
+        try:
+            await asyncio.wait_for(self.connected.wait(), 5)
+        except TimeoutError:
+            raise StoreUnavailable(f"cannot subscribe to {self._channel} on {self.url}") from None
+
+    async def close(self) -> None:
+        if self._listener:
+            self._listener.cancel()
+            try:
+                await self._listener
+            except (asyncio.CancelledError, Exception):
+                pass
+        await self._redis.aclose()
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._redis.ping())
+        except (RedisError, OSError):
+            return False
+
+    async def ping_or_raise(self) -> None:
+        try:
+            await self._redis.ping()
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"Redis at {self.url} is unreachable: {exc}") from None
+
+    async def _call(self, coro_fn, *args, **kwargs) -> Any:
+        try:
+            return await coro_fn(*args, **kwargs)
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(str(exc)) from None
+
+    # ------------------------------------------------------------------ sessions
+
+    def _skey(self, sid: str) -> str:
+        return f"{self.prefix}session:{sid}"
+
+    async def put_session(self, record: SessionRecord, ttl_seconds: int) -> None:
+        # Atomic in Redis: a terminated session is never written back to life by a process with a stale view.
+        await self._call(
+            self._put_script, keys=[self._skey(record.sid), f"{self.prefix}sessions"],
+            args=[record.to_json(), max(1, int(ttl_seconds)), str(record.state), time.time() + ttl_seconds, record.sid],
+        )
+
+    async def get_session(self, sid: str) -> SessionRecord | None:
+        raw = await self._call(self._redis.get, self._skey(sid))
+        return SessionRecord.from_json(raw) if raw else None
+
+    async def list_sessions(self) -> list[SessionRecord]:
+        index = f"{self.prefix}sessions"
+        await self._call(self._redis.zremrangebyscore, index, "-inf", time.time())
+        sids = [s.decode() for s in await self._call(self._redis.zrange, index, 0, -1)]
+        if not sids:
+            return []
+        raws = await self._call(self._redis.mget, [self._skey(s) for s in sids])
+        return [SessionRecord.from_json(r) for r in raws if r]
+
+    async def delete_session(self, sid: str) -> None:
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.delete(self._skey(sid))
+        pipe.zrem(f"{self.prefix}sessions", sid)
+        await self._call(pipe.execute)
+
+    # ------------------------------------------------------------------ broadcast
+
+    async def publish(self, message: Broadcast) -> None:
+        await self._call(self._redis.publish, self._channel, json.dumps(message, separators=(",", ":")))
+
+    def subscribe(self, callback: Subscriber) -> None:
+        self._subscribers.append(callback)
+
+    async def _deliver(self, message: Broadcast) -> None:
+        for callback in list(self._subscribers):
+            try:
+                result = callback(message)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:  # one bad subscriber must not stop the others
+                log.exception("broadcast subscriber failed")
+
+    async def _listen(self) -> None:
+        """Keeps one subscription alive; after any gap it tells subscribers to resynchronise, because a
+        termination published while we were disconnected was never seen here."""
+        delay = 0.1
+        first = True
+        while True:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self._channel)
+                self.connected.set()
+                if not first:
+                    log.warning("store broadcast channel reconnected; resynchronising")
+                    await self._deliver({"type": "resync"})
+                first, delay = False, 0.1
+                while True:
+                    msg = await pubsub.get_message(timeout=1.0)
+                    if msg is None:
+                        continue
+                    try:
+                        data = json.loads(msg["data"])
+                    except (ValueError, TypeError):
+                        log.warning("ignoring malformed broadcast")
+                        continue
+                    await self._deliver(data)
+            except asyncio.CancelledError:
+                await _quietly(pubsub.aclose())
+                raise
+            except (RedisError, OSError) as exc:
+                if self.connected.is_set():
+                    log.error("store broadcast channel lost: %s", exc)
+                    await self._deliver({"type": "disconnected"})
+                self.connected.clear()
+                await _quietly(pubsub.aclose())
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    # ------------------------------------------------------------------ replay guard
+
+    async def first_use(self, key: str, ttl_seconds: int) -> bool:
+        return bool(await self._call(self._redis.set, f"{self.prefix}once:{key}", b"1", nx=True, ex=max(1, ttl_seconds)))
+
+    async def incr(self, key: str, ttl_seconds: int) -> int:
+        k = f"{self.prefix}count:{key}"
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.incr(k)
+        pipe.expire(k, max(1, ttl_seconds), nx=True)
+        count, _ = await self._call(pipe.execute)
+        return int(count)
+
+    # ------------------------------------------------------------------ assessments, profiles and locks
+
+    async def put_assessment(self, sid: str, data: dict, ttl_seconds: int) -> None:
+        await self._call(self._redis.set, f"{self.prefix}assessment:{sid}", json.dumps(data, separators=(",", ":")),
+                         ex=max(1, int(ttl_seconds)))
+
+    async def get_assessment(self, sid: str) -> dict | None:
+        raw = await self._call(self._redis.get, f"{self.prefix}assessment:{sid}")
+        return json.loads(raw) if raw else None
+
+    async def get_profile(self, user: str) -> bytes | None:
+        return await self._call(self._redis.get, f"{self.prefix}profile:{user}")
+
+    async def put_profile(self, user: str, blob: bytes) -> None:
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.set(f"{self.prefix}profile:{user}", blob)
+        pipe.sadd(f"{self.prefix}profiles", user)
+        await self._call(pipe.execute)
+
+    async def delete_profile(self, user: str) -> bool:
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.delete(f"{self.prefix}profile:{user}")
+        pipe.srem(f"{self.prefix}profiles", user)
+        deleted, _ = await self._call(pipe.execute)
+        return bool(deleted)
+
+    async def list_profiles(self) -> list[str]:
+        return sorted(u.decode() for u in await self._call(self._redis.smembers, f"{self.prefix}profiles"))
+
+    async def lock_user(self, user: str, until: float, reason: str) -> None:
+        ttl = max(1, int(until - time.time()))
+        await self._call(self._redis.set, f"{self.prefix}lock:{user}",
+                         json.dumps({"until": until, "reason": reason}), ex=ttl)
+
+    async def user_lock(self, user: str) -> dict | None:
+        raw = await self._call(self._redis.get, f"{self.prefix}lock:{user}")
+        return json.loads(raw) if raw else None
+
+    async def put_credentials(self, user: str, credentials: list[dict]) -> None:
+        await self._call(self._redis.set, f"{self.prefix}credentials:{user}",
+                         json.dumps(credentials, separators=(",", ":")))
+
+    async def get_credentials(self, user: str) -> list[dict]:
+        raw = await self._call(self._redis.get, f"{self.prefix}credentials:{user}")
+        return json.loads(raw) if raw else []
+
+
+async def _quietly(awaitable) -> None:
+    try:
+        await awaitable
+    except Exception:
+        pass
