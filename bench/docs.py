@@ -1,0 +1,23 @@
+"""Benchmarks write their own section of docs/benchmarks.md, leaving the others as they are."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+
+
+def write_section(section: str, path: Path = BENCHMARKS) -> None:
+    """Replaces the section whose heading is `section`'s first line (a `## ...` line), or appends it."""
+    heading = section.split("\n", 1)[0]
+    if not heading.startswith("## "):
+        raise ValueError(f"a section starts with its '## ' heading, not {heading!r}")
+    section = section.rstrip("\n") + "\n\n"  # one blank line before whatever section follows
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
+    start = text.find(heading + "\n")
+    if start < 0:
+        text = text.rstrip("\n") + "\n\n" + section
+    else:
+        end = text.find("\n## ", start + len(heading))
+        text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
+    path.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
