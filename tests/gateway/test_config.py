@@ -1,0 +1,78 @@
+"""The config is validated once at start; each mistake names file:line:column and a hint."""
+
+from pathlib import Path
+
+import pytest
+
+from gateway.config import ConfigInvalid, loads
+
+GOOD = """
+instance: gw-test
+listeners:
+  - address: 127.0.0.1:8443
+routes:
+  - name: wiki
+    upstream: http://10.0.0.5:8080
+    host: wiki.example.com
+  - name: api
+    upstream: https://10.0.0.6:443
+    path_prefix: /api/
+  - name: desk
+    kind: vnc
+    listen: 127.0.0.1:5901
+    upstream: tcp://10.0.0.9:5900
+store:
+  url: redis://127.0.0.1:6379/0
+  fail_mode: open
+admin:
+  token: ${ZTGATE_ADMIN_TOKEN}
+"""
+
+
+def test_good_config_parses_and_routes():
+    cfg = loads(GOOD, env={"ZTGATE_ADMIN_TOKEN": "x" * 20})
+    assert cfg.admin.token == "x" * 20
+    assert cfg.store.is_redis and cfg.store.fail_mode == "open"
+    assert cfg.route_for("wiki.example.com", "/page").name == "wiki"
+    assert cfg.route_for("other.example.com", "/api/items").name == "api"
+    assert cfg.route_for("other.example.com", "/nothing") is None
+    assert cfg.routes[2].listen.port == 5901
+
+
+@pytest.mark.parametrize("text, line, fragment", [
+    ("routes:\n  - name: a\n    upstream: http://x:1\n    kindd: http\n", 4, "unknown field 'kindd'"),
+    ("routes:\n  - name: a\n    upstream: ftp://x:1\n", 3, "need a http/https URL"),
+    ("routes:\n  - name: a\n    kind: vnc\n    upstream: tcp://x:1\n", 2, "listen: is required"),
+    ("routes:\n  - {name: a, upstream: 'http://x:1'}\n  - {name: a, upstream: 'http://x:2'}\n", 3,
+     "duplicate route name"),
+    ("routes:\n  - name: a\n    upstream: http://x:1\n    path_prefix: /.ztgate/x\n", 4, "reserved"),
+    ("routes: [{name: a, upstream: 'http://x:1'}]\nstore: {url: 'mongodb://x'}\n", 2, "unsupported store"),
+    ("routes: [{name: a, upstream: 'http://x:1'}]\nsession: {token_ttl: 99999}\n", 2, "at most 3600"),
+    ("routes: [{name: a, upstream: 'http://x:1'}]\nadmin: {token: short}\n", 2, "too short"),
+    ("routes: [{name: a, upstream: 'http://x:1'}]\nlisteners: [{address: 'nonsense'}]\n", 2, "HOST:PORT"),
+    ("routes: [{name: a, upstream: 'http://x:1'}\n", 2, "invalid YAML"),
+    ("routes: [{name: a, upstream: 'http://x:1'}]\nroutes: []\n", 2, "duplicate key"),
+    ("routes: [{name: a, upstream: 'http://x:1'}]\nadmin: {token: '${ZTGATE_MISSING}'}\n", 2,
+     "ZTGATE_MISSING is not set"),
+    ("routes: [{name: a, upstream: 'http://x:1'}]\nadmin: {token: '${HOME}'}\n", 2, "only ${ZTGATE_"),
+])
+def test_bad_config_names_file_and_line(text, line, fragment):
+    with pytest.raises(ConfigInvalid) as info:
+        loads(text, file="ztgate.yaml", env={})
+    message = str(info.value)
+    assert message.startswith(f"ztgate.yaml:{line}:"), message
+    assert fragment in message, message
+
+
+def test_unknown_field_gets_a_suggestion():
+    with pytest.raises(ConfigInvalid) as info:
+        loads("routes: [{name: a, upstream: 'http://x:1'}]\nsesion: {}\n", file="c.yaml", env={})
+    assert "did you mean 'session'" in str(info.value)
+
+
+def test_tls_files_must_exist(tmp_path: Path):
+    text = "listeners: [{address: '127.0.0.1:1', tls: {cert: missing.pem, key: missing.key}}]\n" \
+           "routes: [{name: a, upstream: 'http://x:1'}]\n"
+    with pytest.raises(ConfigInvalid) as info:
+        loads(text, file="c.yaml", base=tmp_path, env={})
+    assert "file not found" in str(info.value) and "c.yaml:1:" in str(info.value)

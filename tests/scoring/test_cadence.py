@@ -1,0 +1,139 @@
+"""The cadence model (scoring/cadence_model.py) and the cadence detector built on it."""
+
+import numpy as np
+import pytest
+
+import scoring
+from scoring import features as F
+from scoring.cadence_model import (
+    N_GROUPS,
+    STATE_SIZE,
+    CadencePrior,
+    UserCadenceModel,
+    decayed_paths,
+    default_prior,
+    fit_prior,
+    impostor_evidence,
+    window_llr,
+)
+from scoring.detectors.cadence import CadenceDetector
+from scoring.keys import KeyClass
+
+from scoring_helpers import feed, typing
+
+LETTERS = [1, 2, 3, 4, 5, 6]
+
+
+def _synthetic_user(rng, speed: float, n: int = 400):
+    """(ids, log values) of one person: every feature at the population mean plus a personal speed offset."""
+    cls = rng.choice(LETTERS + [KeyClass.SPACE], n)
+    dwell_ids = cls.astype(np.int64)
+    flight_ids = F.flight_id(cls[:-1], cls[1:])
+    ids = np.concatenate((dwell_ids, flight_ids))
+    base = np.where(ids < F.N_DWELL, np.log(100.0), np.log(170.0))
+    values = base + speed + rng.normal(0.0, 0.25, len(ids))
+    return ids, values
+
+
+def _stats(ids, values):
+    n = np.bincount(ids, minlength=F.N_KEY_FEATURES).astype(float)
+    s = np.bincount(ids, weights=values, minlength=F.N_KEY_FEATURES)
+    mean = np.where(n > 0, s / np.maximum(n, 1), 0.0)
+    d = values - mean[ids]
+    return n, mean, np.bincount(ids, weights=d * d, minlength=F.N_KEY_FEATURES)
+
+
+@pytest.fixture(scope="module")
+def prior():
+    rng = np.random.default_rng(0)
+    users = [_stats(*_synthetic_user(rng, rng.normal(0.0, 0.2))) for _ in range(60)]
+    return fit_prior(users, source="synthetic")
+
+
+def test_fit_prior_recovers_the_offset_spread(prior):
+    assert prior.usable[KeyClass.LEFT_TOP] and prior.usable[F.flight_id(1, 4)]
+    assert 0.02 < prior.offset_var[0] < 0.08  # speed offsets drawn with sd 0.2
+    assert np.all(prior.within_var[prior.usable] == pytest.approx(0.0625, rel=0.35))
+    assert np.all(prior.between_var > 0)
+
+
+def test_prior_roundtrip_and_refuses_other_versions(prior):
+    back = CadencePrior.from_npz(prior.to_npz(), source="test")
+    assert np.allclose(back.mean, prior.mean) and np.array_equal(back.usable, prior.usable)
+    assert back.decay == prior.decay and back.alarm == prior.alarm
+    import io
+
+    with np.load(io.BytesIO(prior.to_npz())) as z:
+        arrays = dict(z)
+    arrays["version"] = np.array([99])
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    with pytest.raises(ValueError, match="version 99"):
+        CadencePrior.from_npz(buf.getvalue(), source="test")
+
+
+def test_decayed_paths_match_a_plain_loop_across_chunks(prior):
+    rng = np.random.default_rng(1)
+    ids, values = _synthetic_user(rng, 0.1, n=400)
+    model = UserCadenceModel(*_stats(*_synthetic_user(rng, 0.1)), prior)
+    obs = model.observe(ids, values)
+    start = rng.normal(size=STATE_SIZE)
+    paths = decayed_paths(obs, start, 0.97)
+    s = start.copy()
+    for i in range(len(obs.llr)):
+        x = np.zeros(STATE_SIZE)
+        x[0] = obs.llr[i]
+        x[1 + obs.group[i]] = obs.inv_var[i]
+        x[1 + N_GROUPS + obs.group[i]] = obs.res_over_var[i]
+        s = 0.97 * s + x
+    assert np.allclose(paths[-1], s)
+    # with (almost) no decay the session statistic is the window's log-likelihood ratio
+    whole = decayed_paths(obs, np.zeros(STATE_SIZE), 1.0 - 1e-12)[-1]
+    llr = window_llr(obs, np.zeros(len(obs.llr), dtype=np.int64), 1, prior.offset_var)[0]
+    assert -impostor_evidence(whole, prior.offset_var)[0] == pytest.approx(llr, rel=1e-6)
+
+
+def test_a_consistently_slower_person_is_told_apart_from_the_user(prior):
+    rng = np.random.default_rng(2)
+    model = UserCadenceModel(*_stats(*_synthetic_user(rng, 0.0)), prior)
+    scores = {}
+    for name, speed in (("genuine", 0.0), ("impostor", 0.25)):
+        ids, values = _synthetic_user(rng, speed, n=50)
+        obs = model.observe(ids, values)
+        scores[name] = window_llr(obs, np.zeros(len(obs.llr), dtype=np.int64), 1, prior.offset_var)[0]
+    assert scores["genuine"] > 0 > scores["impostor"]
+
+
+def test_detector_state_roundtrip_and_wrong_shapes_refused(prior):
+    profile = scoring.enrol([typing(300, seed=1), typing(300, seed=2, t0=1e6)])
+    det = CadenceDetector(profile, scoring.shipped_population(), prior=prior)
+    s = scoring.SessionScorer(profile)
+    feed(s, typing(200, seed=3, t0=2e6))
+    state = s.cadence.state()
+    assert state["cadence.sums"].shape == (STATE_SIZE,)
+    det.load(state)
+    assert np.allclose(det.sums, s.cadence.sums)
+    bad = dict(state)
+    bad["cadence.sums"] = np.zeros(3)
+    with pytest.raises(ValueError, match="cadence state"):
+        det.load(bad)
+
+
+def test_impostor_in_a_session_alarms_and_genuine_recovers_after_reset():
+    profile = scoring.enrol([typing(300, seed=1), typing(300, seed=2, t0=1e6)])
+    s = scoring.SessionScorer(profile)
+    a = feed(s, typing(200, seed=4, t0=2e6))
+    assert a.signals["cadence"].sufficient and a.signals["cadence"].score < 0.5
+    a = feed(s, typing(200, seed=5, t0=3e6, dwell=70, flight=260))
+    cad = a.signals["cadence"]
+    assert cad.score >= 0.5
+    assert "unlike the claimed user" in cad.explanation and "alarm at" in cad.explanation
+    s.reset_evidence()
+    a = feed(s, typing(200, seed=6, t0=4e6))
+    assert a.signals["cadence"].score < 0.5
+
+
+def test_default_prior_from_a_population_is_usable():
+    p = default_prior(scoring.shipped_population())
+    p.validate()
+    assert p.offset_var.shape == (N_GROUPS,)

@@ -1,0 +1,93 @@
+"""The online fast paths compute exactly what the vectorised extractors compute (the offline evals use the latter)."""
+
+import numpy as np
+import pytest
+from scoring_helpers import feed, typing
+
+import scoring
+from scoring import features as F
+from scoring.detectors.automation import AutomationDetector
+from scoring.events import Stimulus
+from scoring.population import shipped_population
+
+
+def _vectorised(monkeypatch):
+    monkeypatch.setattr(F, "SMALL_BATCH", -1)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_small_batch_keystrokes_equal_the_vectorised_ones(seed, monkeypatch):
+    rng = np.random.default_rng(seed)
+    n = 120
+    cls = rng.integers(0, 16 if seed % 2 else 3, n)
+    downs = np.cumsum(rng.lognormal(np.log(150), 0.8, n))
+    if seed % 3 == 0:
+        downs = np.round(downs / 50) * 50  # coalesced: ties everywhere
+    ups = downs + rng.lognormal(np.log(100), 0.7, n)
+    lost = rng.random(n) < 0.05  # lost key-ups
+    t = np.concatenate((downs, ups[~lost]))
+    kind = np.concatenate((np.full(n, 1), np.full(int((~lost).sum()), 2))).astype(np.uint8)
+    c = np.concatenate((cls, cls[~lost])).astype(np.uint8)
+    order = np.lexsort((kind, t))
+    t, kind, c = t[order], kind[order], c[order]
+    step = int(rng.integers(3, 60))
+    fast, slow = [], []
+    carry_a, carry_b = F.new_key_carry(), F.new_key_carry()
+    for i in range(0, len(t), step):
+        a, carry_a = F.extract_keystrokes(t[i : i + step], kind[i : i + step], c[i : i + step], carry_a)
+        fast.append((a, carry_a))
+    _vectorised(monkeypatch)
+    for i in range(0, len(t), step):
+        b, carry_b = F.extract_keystrokes(t[i : i + step], kind[i : i + step], c[i : i + step], carry_b)
+        slow.append((b, carry_b))
+    for (a, ca), (b, cb) in zip(fast, slow):
+        for name in F.Keystrokes.__slots__:
+            assert np.array_equal(np.asarray(getattr(a, name)), np.asarray(getattr(b, name))), name
+        assert np.array_equal(ca, cb, equal_nan=True)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_small_batch_reactions_equal_the_vectorised_ones(seed, monkeypatch):
+    rng = np.random.default_rng(100 + seed)
+    inputs = np.sort(rng.uniform(0, 20000, 50))
+    stims = np.sort(np.concatenate((rng.uniform(0, 20000, 20), inputs[:20] + 8)))
+    detail = rng.choice([Stimulus.PAGE_READY, Stimulus.ECHO, Stimulus.FRAME], len(stims)).astype(np.uint8)
+    corr = rng.random(len(inputs)) < 0.3
+    cut = 10000.0
+
+    def run():
+        carry, out = F.new_react_carry(), []
+        for m_in, m_st in ((inputs < cut, stims < cut), (inputs >= cut, stims >= cut)):
+            lat, typ, carry = F.extract_reactions(stims[m_st], detail[m_st], inputs[m_in], corr[m_in], carry)
+            out.append((lat, typ, carry))
+        return out
+
+    fast = run()
+    _vectorised(monkeypatch)
+    for (la, ta, ca), (lb, tb, cb) in zip(fast, run()):
+        assert np.array_equal(la, lb) and np.array_equal(ta, tb) and np.array_equal(ca, cb, equal_nan=True)
+
+
+def test_replayed_runs_are_found_by_the_run_index():
+    rng = np.random.default_rng(3)
+    base = rng.lognormal(np.log(170), 0.4, 400)
+    cls = rng.integers(1, 6, 400)
+    base[200:260] = base[20:80] + rng.normal(0, 1, 60)  # a recording played back
+    cls[200:260] = cls[20:80]
+    det = AutomationDetector(shipped_population())
+    empty = F.PointerStrokes(np.empty(0), np.empty(0), np.empty(0), np.empty(0))
+    for i in range(0, 400, 9):
+        prev = np.concatenate(([cls[i - 1] if i else 0], cls[i : i + 9][:-1]))
+        ks = F.Keystrokes(*([np.empty(0)] * 5), base[i : i + 9], prev, cls[i : i + 9], np.empty(0), np.empty(0), 0)
+        det.update(ks, empty)
+    assert det.stat[1] >= 40  # almost every window inside the replayed stretch
+    restored = AutomationDetector(shipped_population())
+    restored.load(det.state())
+    assert restored._index.ms == det._index.ms  # derived index rebuilt from the saved ring
+
+
+def test_state_roundtrip_keeps_pending_statistics():
+    s = scoring.SessionScorer(None)
+    feed(s, typing(300, seed=31))
+    back = scoring.SessionScorer.from_bytes(s.to_bytes(), None)
+    assert back.summary().keystrokes == s.summary().keystrokes > 250

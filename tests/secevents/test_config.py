@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import pytest
+
+from gateway.errors import ConfigError
+from gateway.secevents import EventsConfig
+from gateway.secevents.config import JsonlSinkConfig, SyslogSinkConfig, WebhookSinkConfig
+
+SECRET = "0123456789abcdef0123"
+
+
+def test_defaults_and_full_example():
+    assert EventsConfig.from_dict(None).outbox_path == "var/ztgate/outbox"
+    cfg = EventsConfig.from_dict({
+        "outbox": {"path": "/var/lib/ztgate/outbox", "stream": "ztgate:outbox", "maxlen": 1000000},
+        "sinks": [
+            {"type": "webhook", "url": "https://siem.example/hook", "secret": SECRET, "timeout": "5", "max_backoff": 300},
+            {"type": "redis_stream", "url": "redis://127.0.0.1:6379/0", "stream": "ztgate:security-events", "maxlen": 100000},
+            {"type": "jsonl", "path": "/var/log/ztgate/events.jsonl", "max_bytes": 104857600, "backups": 10},
+            {"type": "otlp", "endpoint": "http://collector:4318/v1/logs"},
+            {"type": "syslog", "address": "tcp://127.0.0.1:6514", "cef": True, "facility": "local3"},
+        ],
+        "include_shadow": False,
+    })
+    assert [s.type for s in cfg.sinks] == ["webhook", "redis_stream", "jsonl", "otlp", "syslog"]
+    assert isinstance(cfg.sinks[0], WebhookSinkConfig) and cfg.sinks[0].timeout == 5.0
+    assert "secret" not in repr(cfg.sinks[0]) or SECRET not in repr(cfg.sinks[0])
+    assert isinstance(cfg.sinks[2], JsonlSinkConfig) and cfg.sinks[2].backups == 10
+    s = cfg.sinks[4]
+    assert isinstance(s, SyslogSinkConfig) and (s.transport, s.port, s.facility, s.cef) == ("tcp", 6514, 19, True)
+    assert cfg.include_shadow is False
+    # Default names are stable (they key the delivery cursors) and distinct.
+    again = EventsConfig.from_dict({"sinks": [{"type": "jsonl", "path": "/var/log/ztgate/events.jsonl"}]})
+    assert again.sinks[0].name == cfg.sinks[2].name
+
+
+@pytest.mark.parametrize("section, path, words", [
+    ({"sinks": [{"type": "jsonl", "path": "/x"}, {"type": "webhook", "url": "ftp://x", "secret": SECRET}]},
+     ("sinks", 1, "url"), "http(s) URL"),
+    ({"sinks": [{"type": "webhook", "url": "https://x.example"}]}, ("sinks", 0, "secret"), "required"),
+    ({"sinks": [{"type": "webhook", "url": "https://x.example", "secret": "short"}]}, ("sinks", 0, "secret"), "too short"),
+    ({"sinks": [{"type": "kafka"}]}, ("sinks", 0, "type"), "unknown sink type"),
+    ({"sinks": [{"type": "jsonl", "path": "/x", "rotate": 3}]}, ("sinks", 0, "rotate"), "unknown key"),
+    ({"sinks": [{"type": "syslog", "address": "127.0.0.1:514"}]}, ("sinks", 0, "address"), "udp://"),
+    ({"sinks": [{"type": "syslog", "address": "udp://h:514", "facility": "nope"}]}, ("sinks", 0, "facility"), "facility"),
+    ({"sinks": [{"type": "jsonl", "path": "/x", "name": "a"}, {"type": "jsonl", "path": "/y", "name": "a"}]},
+     ("sinks", 1, "name"), "duplicate"),
+    ({"sinks": [{"type": "jsonl", "path": "/x", "max_bytes": -1}]}, ("sinks", 0, "max_bytes"), "at least"),
+    ({"sinks": [{"type": "redis_stream", "url": "http://r"}]}, ("sinks", 0, "url"), "redis://"),
+    ({"outbox": {"maxlen": "lots"}}, ("outbox", "maxlen"), "number"),
+    ({"include_shadow": "yes"}, ("include_shadow",), "true or false"),
+    ({"sinks": {"type": "jsonl"}}, ("sinks",), "list"),
+])
+def test_errors_name_the_key_path(section, path, words):
+    with pytest.raises(ConfigError) as exc:
+        EventsConfig.from_dict(section)
+    assert exc.value.path == path
+    assert words in exc.value.message

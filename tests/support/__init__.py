@@ -1,0 +1,1 @@
+"""Test helpers shared by several test areas (real servers, not mocks)."""
