@@ -241,14 +241,20 @@ def extract_reactions(
     input_t: np.ndarray,
     input_is_correction: np.ndarray,
     carry: np.ndarray,
+    local_echo: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Reaction latencies (ms) and their types (REACT_PROMPT / REACT_CORRECTION) on one clock.
 
     A prompt reaction is the first input after the first display change that followed an idle period; a correction
-    reaction is a BackSpace (not inside a run of them) after the echo of the key before it.
+    reaction is a BackSpace (not inside a run of them) after the echo of the key before it. With `local_echo` (a
+    browser text field paints a key within a frame of its key down, so no echo stimulus is sent) the key before it
+    stands in for its echo where no ECHO stimulus was seen: the same press-to-BackSpace interval the population's
+    correction baseline is measured on.
     """
     if len(input_t) + len(stim_t) <= SMALL_BATCH:
-        return _extract_reactions_small(stim_t.tolist(), stim_detail.tolist(), input_t.tolist(), input_is_correction.tolist(), carry)
+        return _extract_reactions_small(
+            stim_t.tolist(), stim_detail.tolist(), input_t.tolist(), input_is_correction.tolist(), carry, local_echo
+        )
     is_echo = stim_detail == Stimulus.ECHO
     prompt_t = stim_t[~is_echo]
     echo_t = stim_t[is_echo]
@@ -281,12 +287,18 @@ def extract_reactions(
         ok = has & idle & (r >= PROMPT_RANGE_MS[0]) & (r <= PROMPT_RANGE_MS[1])
         lat.append(r[ok])
         typ.append(np.full(int(ok.sum()), REACT_PROMPT))
-    if len(echo_t):
-        first = np.searchsorted(echo_t, prev_for_search, side="right")
-        end = np.searchsorted(echo_t, input_t, side="left")
-        has = first < end
-        s = echo_t[np.maximum(end - 1, 0)]
-        r = input_t - s
+    if len(echo_t) or local_echo:
+        if len(echo_t):
+            first = np.searchsorted(echo_t, prev_for_search, side="right")
+            end = np.searchsorted(echo_t, input_t, side="left")
+            has = first < end
+            r = input_t - echo_t[np.maximum(end - 1, 0)]
+        else:
+            has = np.zeros(len(input_t), dtype=bool)
+            r = np.zeros(len(input_t))
+        if local_echo:
+            r = np.where(has, r, input_t - prev_for_search)
+            has = has | np.isfinite(prev_in)
         ok = has & input_is_correction & ~prev_corr & (r >= CORRECTION_RANGE_MS[0]) & (r <= CORRECTION_RANGE_MS[1])
         lat.append(r[ok])
         typ.append(np.full(int(ok.sum()), REACT_CORRECTION))
@@ -303,7 +315,8 @@ def extract_reactions(
     return np.concatenate(lat), np.concatenate(typ).astype(np.int64), new_carry
 
 
-def _extract_reactions_small(stim_t: list, stim_detail: list, input_t: list, is_corr: list, carry: np.ndarray):
+def _extract_reactions_small(stim_t: list, stim_detail: list, input_t: list, is_corr: list, carry: np.ndarray,
+                             local_echo: bool = False):
     """extract_reactions for an online batch: the same rules with bisect on short lists."""
     echo = int(Stimulus.ECHO)
     prompt_t = [t for t, d in zip(stim_t, stim_detail) if d != echo]
@@ -332,13 +345,16 @@ def _extract_reactions_small(stim_t: list, stim_detail: list, input_t: list, is_
                 r = t - s
                 if (math.isnan(prev) or s - search >= IDLE_BEFORE_PROMPT_MS) and lo_p <= r <= hi_p:
                     prompts.append(r)
-        if echo_t and corr and not prev_corr:
-            first = bisect_right(echo_t, search)
-            end = bisect_left(echo_t, t)
-            if first < end:
+        if corr and not prev_corr and (echo_t or local_echo):
+            end = bisect_left(echo_t, t) if echo_t else 0
+            if echo_t and bisect_right(echo_t, search) < end:
                 r = t - echo_t[end - 1]
-                if lo_c <= r <= hi_c:
-                    corrections.append(r)
+            elif local_echo and not math.isnan(prev):
+                r = t - prev
+            else:
+                r = -1.0
+            if lo_c <= r <= hi_c:
+                corrections.append(r)
         prev, prev_corr = t, corr
     last_in = input_t[-1]
     new_carry[0] = last_in

@@ -334,7 +334,7 @@ class SessionScorer:
             own = source[stim_idx] == src
             own_idx = stim_idx[own]
             lat_a, typ_a, self.react_carry_src = F.extract_reactions(
-                t_src[own_idx], detail[own_idx], t_src[ans_idx], is_corr, self.react_carry_src
+                t_src[own_idx], detail[own_idx], t_src[ans_idx], is_corr, self.react_carry_src, src == Source.SENSOR
             )
             if len(lat_a) and src in _ARRIVAL_CLOCK_SOURCES:
                 lat_a = self._without_network_rtt(lat_a)
