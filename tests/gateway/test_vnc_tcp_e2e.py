@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.support.processes import (free_port, gateway_config, login, make_users, run_echo, run_gateway,
-                                     run_vnc_server, session_sid, wait_until)
+                                     run_vnc_server, session_sid, shadow_default_policies, wait_until)
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not (shutil.which("Xvfb") and shutil.which("x11vnc")),
                                                    reason="Xvfb and x11vnc are needed for the VNC route")]
@@ -34,7 +34,10 @@ def env(tmp_path_factory):
         cfg = gateway_config(port=port, upstream=echo, tmp=tmp, users_file=tmp / "users.yaml",
                              admin_token=secrets.token_urlsafe(24),
                              extra_routes=[{"name": "desk", "kind": "vnc", "upstream": f"tcp://127.0.0.1:{vnc_port}",
-                                            "listen": f"127.0.0.1:{vnc_listen}"}])
+                                            "listen": f"127.0.0.1:{vnc_listen}"}],
+                             # vncdo is a program typing at a fixed delay, and the shipped automation rules rightly
+                             # terminate it within a second; this test is about capture and admin termination
+                             policies_dir=str(shadow_default_policies(tmp / "policies")))
         with run_gateway(tmp, cfg) as gw:
             gw.extra_ports["vnc"] = vnc_listen
             yield gw, users, tmp
@@ -72,6 +75,8 @@ def test_vnc_input_reaches_the_sessions_scorer_and_terminate_cuts_it(env):
                               gw.admin("GET", f"/sessions/{sid}").json()["assessment"]["evidence"],
                               timeout=20, what="keystrokes to reach the scorer")
         print(f"\nscorer evidence from the VNC client: {evidence}")
+        automation = gw.admin("GET", f"/sessions/{sid}").json()["assessment"]["signals"].get("automation", {})
+        print(f"vncdo's typing as the automation detector sees it: {automation.get('score')} {automation.get('explanation')}")
         assert view["sid"] == sid
         t0 = time.perf_counter()
         assert gw.admin("POST", f"/sessions/{sid}/terminate").status_code == 200

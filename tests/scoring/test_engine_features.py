@@ -46,19 +46,21 @@ def test_small_batch_keystrokes_equal_the_vectorised_ones(seed, monkeypatch):
         assert np.array_equal(ca, cb, equal_nan=True)
 
 
+@pytest.mark.parametrize("local_echo", [False, True])
 @pytest.mark.parametrize("seed", range(6))
-def test_small_batch_reactions_equal_the_vectorised_ones(seed, monkeypatch):
+def test_small_batch_reactions_equal_the_vectorised_ones(seed, local_echo, monkeypatch):
     rng = np.random.default_rng(100 + seed)
     inputs = np.sort(rng.uniform(0, 20000, 50))
     stims = np.sort(np.concatenate((rng.uniform(0, 20000, 20), inputs[:20] + 8)))
-    detail = rng.choice([Stimulus.PAGE_READY, Stimulus.ECHO, Stimulus.FRAME], len(stims)).astype(np.uint8)
+    kinds = [Stimulus.PAGE_READY, Stimulus.ECHO, Stimulus.FRAME] if seed % 2 or not local_echo else [Stimulus.FIELD_APPEARED]
+    detail = rng.choice(kinds, len(stims)).astype(np.uint8)
     corr = rng.random(len(inputs)) < 0.3
     cut = 10000.0
 
     def run():
         carry, out = F.new_react_carry(), []
         for m_in, m_st in ((inputs < cut, stims < cut), (inputs >= cut, stims >= cut)):
-            lat, typ, carry = F.extract_reactions(stims[m_st], detail[m_st], inputs[m_in], corr[m_in], carry)
+            lat, typ, carry = F.extract_reactions(stims[m_st], detail[m_st], inputs[m_in], corr[m_in], carry, local_echo)
             out.append((lat, typ, carry))
         return out
 
@@ -66,6 +68,17 @@ def test_small_batch_reactions_equal_the_vectorised_ones(seed, monkeypatch):
     _vectorised(monkeypatch)
     for (la, ta, ca), (lb, tb, cb) in zip(fast, run()):
         assert np.array_equal(la, lb) and np.array_equal(ta, tb) and np.array_equal(ca, cb, equal_nan=True)
+
+
+def test_browser_corrections_are_timed_from_the_key_before_without_echo_stimuli():
+    # a browser field paints a key at once: press -> BackSpace is the correction latency (local echo)
+    inputs = np.array([1000.0, 1180.0, 1700.0, 1820.0, 2300.0])
+    corr = np.array([False, False, True, True, True])
+    none = np.empty(0)
+    lat, typ, _ = F.extract_reactions(none, none.astype(np.uint8), inputs, corr, F.new_react_carry(), True)
+    assert lat.tolist() == [520.0] and typ.tolist() == [F.REACT_CORRECTION]  # a run of BackSpaces counts once
+    lat, _, _ = F.extract_reactions(none, none.astype(np.uint8), inputs, corr, F.new_react_carry())
+    assert len(lat) == 0  # elsewhere (terminals, remote desktops) only a real echo times a correction
 
 
 def test_replayed_runs_are_found_by_the_run_index():
@@ -91,3 +104,27 @@ def test_state_roundtrip_keeps_pending_statistics():
     feed(s, typing(300, seed=31))
     back = scoring.SessionScorer.from_bytes(s.to_bytes(), None)
     assert back.summary().keystrokes == s.summary().keystrokes > 250
+
+
+def test_a_fast_steady_script_is_automation_and_a_fast_irregular_typist_is_not():
+    from scoring.detectors.automation import AutomationDetector
+    from scoring.signals import Evidence
+
+    rng = np.random.default_rng(7)
+    empty = F.PointerStrokes(np.empty(0), np.empty(0), np.empty(0), np.empty(0))
+
+    def component(flights):
+        det = AutomationDetector(shipped_population())
+        t = np.cumsum(flights)
+        cls = rng.integers(1, 8, len(t))
+        ks, _ = F.extract_keystrokes(
+            np.repeat(t, 2) + np.tile([0.0, 30.0], len(t)), np.tile([1, 2], len(t)), np.repeat(cls, 2).astype(np.uint8),
+            F.new_key_carry(),
+        )
+        det.update(ks, empty)
+        return det.signal(Evidence(len(t), 10.0, len(t))).details["component_fast_steady"]
+
+    script = 50.0 + rng.normal(0, 12, 40)  # a 50 ms script jittered by a loaded machine
+    typist = rng.lognormal(np.log(45), 0.7, 40)  # the one 39-45 ms Aalto typist shape: fast, irregular
+    assert component(script) > 0.8
+    assert component(typist) < 0.2
