@@ -19,7 +19,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 log = logging.getLogger("ztgate.telemetry")
 
-_LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 _UNIT_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 
 # What an observable gauge's callback returns: (value, labels) per series.
@@ -62,7 +62,7 @@ class Metrics:
         if metric is None:
             extra = {}
             if kind is Histogram:
-                extra["buckets"] = _LATENCY_BUCKETS if name.endswith("_seconds") else _UNIT_BUCKETS
+                extra["buckets"] = LATENCY_BUCKETS if name.endswith("_seconds") else _UNIT_BUCKETS
             doc = name.replace("_", " ")
             metric = kind(name.removesuffix("_total") if kind is Counter else name, doc, labels,
                           registry=self.registry, **extra)

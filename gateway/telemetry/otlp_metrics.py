@@ -3,9 +3,8 @@ per request.
 
 Every `export_interval` seconds the registry is collected (counters, gauges, histograms and the observable
 gauges' callbacks) and sent as one ExportMetricsServiceRequest (protobuf, cumulative temporality) to
-<otlp_endpoint>/v1/metrics. Recording a request therefore costs what a Prometheus counter costs, whether or not
-OTLP export is on. A failed export is logged and retried at the next interval (values are cumulative: nothing
-is lost, only delayed).
+<otlp_endpoint>/v1/metrics. Recording a request therefore costs the same whether or not OTLP export is on. A
+failed export is logged and retried at the next interval (values are cumulative: nothing is lost, only delayed).
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 the per-session risk history the dashboard plots, and the instrumentation helpers the proxy addon, the monitor
 and the enforcer call.
 
-Per proxied request, with tracing off or the request not sampled: two metric updates (on children looked up once
-per route, method and status) and one random number.
+Per proxied request, with tracing off or the request not sampled: two dict lookups and three integer/float
+additions (requests.RequestMetrics; the registry reads them when scraped) and one random number.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import time
 from typing import Any
 
 import numpy as np
-from prometheus_client import Counter, Histogram
 
 from .history import SessionHistory
 from .metrics import Metrics
 from .otlp_metrics import OtlpMetricsExporter
+from .requests import RequestMetrics
 from .tracing import Tracing, otlp_url, resource_for
 
 log = logging.getLogger("ztgate.telemetry")
@@ -37,9 +37,8 @@ class Telemetry(Metrics):
         self.tracing = Tracing()  # disabled until start() finds an exporter to use
         self.history = SessionHistory()
         self.metrics_exporter: OtlpMetricsExporter | None = None
-        # (route, method, status) -> the two children every proxied request updates: looked up once, not per
-        # request (label values are bounded: route names, the methods in _METHODS, status codes)
-        self._request_series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self.requests = RequestMetrics()  # ztgate_requests_total and ztgate_request_seconds
+        self.registry.register(self.requests)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -103,18 +102,12 @@ class Telemetry(Metrics):
             route, verdict = meta.get(ROUTE_KEY) or "_none", meta.get(VERDICT_KEY) or "refused"
         response = flow.response
         status = response.status_code if response is not None else 0
-        method = flow.request.method if flow.request.method in _METHODS else "OTHER"
+        request = flow.request
+        method = request.method
+        if method not in _METHODS:
+            method = "OTHER"
         ended = (response.timestamp_end if response is not None else None) or time.time()
-        series = self._request_series.get((route, method, status))
-        if series is None:
-            series = (self._child(Counter, "ztgate_requests_total", {"route": route, "method": method,
-                                                                      "code": str(status)}),
-                      self._child(Histogram, "ztgate_request_seconds", {"route": route}))
-            if len(self._request_series) > 10_000:  # bounded labels; this only guards a mistake
-                self._request_series.clear()
-            self._request_series[(route, method, status)] = series
-        series[0].inc()
-        series[1].observe(max(0.0, ended - flow.request.timestamp_start))
+        self.requests.record(route, method, status, max(0.0, ended - request.timestamp_start))
         span = meta.pop(SPAN_KEY, None)
         if span is not None:
             attributes: dict[str, Any] = {"ztgate.route": route, "ztgate.verdict": verdict,
