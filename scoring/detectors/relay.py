@@ -66,6 +66,9 @@ SCORE_DELTA_MS = 50.0
 # share of a relayed operator's clicks assumed to wait for the pointer's arrival on screen (the rest are ballistic and
 # carry no loop latency); a hedge, not a measurement: with it, clicks that are not late cannot veto the prompts
 CONFIRMED_CLICKS = 0.5
+# share of a relayed operator's corrections made after seeing the typo on screen (the rest are felt and fixed blind,
+# as fast typists do, and carry no loop latency); a hedge like CONFIRMED_CLICKS
+SEEN_CORRECTIONS = 0.5
 _RANGES = (F.PROMPT_RANGE_MS, F.CORRECTION_RANGE_MS, F.SETTLE_RANGE_MS)
 # Baseline for reaction types the population file does not carry yet (pointer arrival -> click, + SETTLE_OFFSET_MS):
 # median, within-user sd and between-user sd of log latency, measured on the Balabit training users (eval/relay.py
@@ -129,10 +132,12 @@ class ReactionBaseline:
         z = (ly[:, :, None] - mu[None, None, :]) * (1.0 / (sd * math.sqrt(2.0)))
         log_ln = (log_in - ly)[:, :, None] - z * z
         log_ln = np.where(ok[:, :, None], log_ln, -np.inf)
-        if t == F.REACT_POINTER:
-            # a relayed operator may also click without waiting to see the pointer arrive: such clicks are not late.
-            # Under "local" (delta = 0) both parts are the same density, so this changes only the alternative
-            log_ln = np.logaddexp(log_ln + math.log(CONFIRMED_CLICKS), log_ln[:, :1, :] + math.log(1.0 - CONFIRMED_CLICKS))
+        if t != F.REACT_PROMPT:
+            # a relayed operator may also click without waiting to see the pointer arrive, or fix a typo felt in the
+            # fingers before it shows: such inputs are not late. Under "local" (delta = 0) both parts are the same
+            # density, so this changes only the alternative (blind corrections cannot veto late prompts)
+            share = CONFIRMED_CLICKS if t == F.REACT_POINTER else SEEN_CORRECTIONS
+            log_ln = np.logaddexp(log_ln + math.log(share), log_ln[:, :1, :] + math.log(1.0 - share))
         return np.logaddexp(log_ln, log_out).sum(axis=0)
 
 
