@@ -51,6 +51,9 @@ if TYPE_CHECKING:
 FIELD = "#lines input[data-current]"  # the demo form's current line-item field (gateway/demo/pages.py)
 FORM_PATH = "/form"
 ENROL_SENTENCES = 5
+# A profile in use for a while has learned the user's reactions from clean sessions (scoring.learn); a fresh one
+# knows only its enrolment's five. 40 is about a week of an expense form's line items; --reaction-history 0 is day one
+REACTION_HISTORY = 40
 QUIET_AFTER_LOAD_S = 3.2  # the first key must not count as a reaction to the page load (a setup delay, not a person)
 MAX_GAP_MS = 1500.0
 
@@ -98,6 +101,14 @@ def reaction_model(participant: str) -> tuple[float, float]:
     return median, 0.25 * median
 
 
+def enrolment_reactions(participant: str, n: int = 0) -> list[float]:
+    """The reactions the simulated person would have shown to the field appearing in their enrolment sentences:
+    the operator's think time (normal, at least 120 ms) plus the wait for the next 16 ms screen observation."""
+    rng = random.Random(f"enrol-reactions:{participant}")
+    median, sd = reaction_model(participant)
+    return [max(120.0, rng.gauss(median, sd)) + rng.uniform(0.0, 16.0) for _ in range(n or ENROL_SENTENCES)]
+
+
 def sentence_plans(sentences: Sequence[aalto.Sentence]) -> list[TypingPlan]:
     return [without_codes(aalto.typing_plan(s, max_gap_ms=MAX_GAP_MS)) for s in sentences]
 
@@ -118,9 +129,13 @@ class Bench:
     browser_enrolled: list[str] = field(default_factory=list)
     ready: dict[str, asyncio.Event] = field(default_factory=dict)  # set once the participant is enrolled
     enrolment_notes: list[str] = field(default_factory=list)
+    reaction_history: int = 0  # prompt reactions offline profiles learned from earlier sessions, beyond enrolment
 
     def user(self, participant: str) -> ScenarioUser:
         return self.stack.users[participant]
+
+    def reactions_of(self, participant: str) -> list[float]:
+        return enrolment_reactions(participant, ENROL_SENTENCES + self.reaction_history)
 
     async def session(self, sid: str) -> dict[str, Any]:
         r = await self.admin.get(f"/.ztgate/admin/api/sessions/{sid}")
@@ -509,7 +524,7 @@ async def enrol_in_browser(bench: Bench, participant: str) -> str:
     finally:
         await context.close()
     # not enrolled (too few keystrokes?): fall back to the offline profile so the run can go on, and say so
-    await bench.stack.import_profile(user, offline_profile(bench.splits[participant]))
+    await bench.stack.import_profile(user, offline_profile(bench.splits[participant], bench.reactions_of(participant)))
     return f"{user.name}: NOT enrolled by the gateway after {len(keys)} keystrokes; offline profile imported instead"
 
 
@@ -519,9 +534,12 @@ async def enrol_all(bench: Bench, in_browser: int) -> asyncio.Future[list[str]]:
     for participant in browser_ones:
         bench.ready[participant] = asyncio.Event()
     for participant in bench.order[in_browser:]:
-        await bench.stack.import_profile(bench.user(participant), offline_profile(bench.splits[participant]))
+        await bench.stack.import_profile(bench.user(participant),
+                                         offline_profile(bench.splits[participant], bench.reactions_of(participant)))
     bench.enrolment_notes.append(f"{len(bench.order) - in_browser} users: offline profile (scoring.enrol on their "
-                                 f"first {ENROL_SENTENCES} sentences) imported via PUT /.ztgate/admin/api/profiles")
+                                 f"first {ENROL_SENTENCES} sentences, each answering a field that appeared after the "
+                                 f"simulated person's reaction time, plus {bench.reaction_history} prompt reactions "
+                                 f"learned from earlier clean sessions) imported via PUT /.ztgate/admin/api/profiles")
 
     async def one(p: str) -> str:
         try:
@@ -544,7 +562,7 @@ class RunReport:
 
 
 async def run_set(chosen: Sequence[Scenario], *, pool: int, browser_enrol: int, concurrency: int, seed: int,
-                  store: str, progress: bool = True) -> RunReport:
+                  store: str, progress: bool = True, reaction_history: int = 0) -> RunReport:
     import httpx
 
     started = time.monotonic()
@@ -553,7 +571,8 @@ async def run_set(chosen: Sequence[Scenario], *, pool: int, browser_enrol: int, 
     async with Stack(participants, store=store) as stack, chromium() as browser:
         async with httpx.AsyncClient(base_url=stack.url, timeout=10,
                                      headers={"Authorization": f"Bearer {stack.admin_token}"}) as admin:
-            bench = Bench(stack, browser, splits, participants, asyncio.Semaphore(concurrency), admin)
+            bench = Bench(stack, browser, splits, participants, asyncio.Semaphore(concurrency), admin,
+                          reaction_history=reaction_history)
             browser_enrolment = await enrol_all(bench, browser_enrol)
             enrolled_s = time.monotonic() - started
             if progress:
@@ -590,6 +609,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print results as JSON")
     parser.add_argument("--out", type=Path, help="markdown report (default docs/scenarios.md for --all without --ci)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reaction-history", type=int, default=REACTION_HISTORY,
+                        help="prompt reactions an offline profile has learned from earlier clean sessions, beyond the "
+                             f"{ENROL_SENTENCES} of its enrolment sentences (default {REACTION_HISTORY})")
     return parser
 
 
@@ -609,8 +631,10 @@ def main(argv: list[str] | None = None) -> int:
     if pool < 2 or not 0 <= enrol <= pool:
         parser.error("need --participants >= 2 and 0 <= --browser-enrol <= --participants")
     concurrency = args.concurrency or (4 if args.ci else 8)
+    if args.reaction_history < 0:
+        parser.error("--reaction-history must be >= 0")
     report = asyncio.run(run_set(chosen, pool=pool, browser_enrol=enrol, concurrency=concurrency, seed=args.seed,
-                                 store=args.store))
+                                 store=args.store, reaction_history=args.reaction_history))
     context = (f"Generated by `ztgate scenario {' '.join(argv if argv is not None else sys.argv[1:])}` "
                f"in {report.seconds / 60:.1f} min. " + " ".join(f"{n}." for n in report.notes))
     out = args.out or (ROOT / "docs" / "scenarios.md" if args.all and not args.ci else None)

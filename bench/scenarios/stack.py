@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,31 +49,52 @@ def user_name(participant: str) -> str:
     return f"p{participant}"
 
 
-def enrolment_batch(sentences: tuple[aalto.Sentence, ...], t0_ms: float = 1.7e12) -> np.ndarray:
-    """Key down/up events (timing and key class only) of the given sentences, one after another, 2 s apart."""
-    from scoring.events import EVENT_DTYPE, Kind, Source, concat, make_batch
+def enrolment_batch(sentences: tuple[aalto.Sentence, ...], t0_ms: float = 1.7e12,
+                    reactions_ms: Sequence[float] = ()) -> np.ndarray:
+    """Key down/up events (timing and key class only) of the given sentences, one after another, 2 s apart.
+
+    With `reactions_ms` (one per sentence), each sentence starts that long after a FIELD_APPEARED stimulus, as it
+    would in the browser: the Aalto data has no reactions, so the simulated person's are supplied."""
+    from scoring.events import EVENT_DTYPE, Kind, Source, Stimulus, concat, make_batch
     from scoring.keys import from_aalto_keycode
 
+    if reactions_ms and len(reactions_ms) != len(sentences):
+        raise ValueError(f"one reaction per sentence: {len(reactions_ms)} for {len(sentences)} sentences")
     parts, offset = [], 0.0
-    for sentence in sentences:
+    for i, sentence in enumerate(sentences):
+        if reactions_ms:
+            stim = offset + 2000.0
+            offset = stim + reactions_ms[i] - sentence.keystrokes[0].press_ms
+            parts.append(make_batch(np.array([stim]), np.array([stim + t0_ms]), Kind.STIMULUS,
+                                    detail=int(Stimulus.FIELD_APPEARED), source=Source.SENSOR))
         press = np.array([k.press_ms for k in sentence.keystrokes], dtype=np.float64) + offset
         release = np.array([k.release_ms for k in sentence.keystrokes], dtype=np.float64) + offset
         classes = np.array([int(from_aalto_keycode(min(max(k.keycode, 0), 255))) for k in sentence.keystrokes],
                            dtype=np.uint8)
         parts += [make_batch(press, press + t0_ms, Kind.KEY_DOWN, key=classes, source=Source.SENSOR),
                   make_batch(release, release + t0_ms, Kind.KEY_UP, key=classes, source=Source.SENSOR)]
-        offset = float(release.max(initial=offset)) + 2000.0
+        offset = float(release.max(initial=offset)) + (0.0 if reactions_ms else 2000.0)
     batch = concat(parts) if parts else np.zeros(0, dtype=EVENT_DTYPE)
     return batch[np.argsort(batch["t_src"], kind="stable")]
 
 
-def offline_profile(split: aalto.UserSplit) -> bytes:
-    """scoring.enrol on the participant's enrolment sentences (the first ones they typed), serialized."""
+def offline_profile(split: aalto.UserSplit, reactions_ms: Sequence[float] = ()) -> bytes:
+    """scoring.enrol on the participant's enrolment sentences (the first ones they typed), serialized.
+
+    With `reactions_ms`, the first len(enrolment) of them are how long each sentence waited after its field appeared
+    (see enrolment_batch); any further ones are prompt reactions the profile learned from the user's earlier clean
+    sessions (as `scoring.learn` adds them), with no typing attached."""
     import scoring
     from scoring.events import MAX_BATCH
+    from scoring.features import REACT_PROMPT
 
-    batch = enrolment_batch(split.enrolment)
-    return scoring.enrol([batch[i:i + MAX_BATCH] for i in range(0, len(batch), MAX_BATCH)]).to_bytes()
+    n = len(split.enrolment)
+    batch = enrolment_batch(split.enrolment, reactions_ms=reactions_ms[:n])
+    profile = scoring.enrol([batch[i:i + MAX_BATCH] for i in range(0, len(batch), MAX_BATCH)])
+    history = np.asarray(reactions_ms[n:], dtype=np.float64)
+    if len(history):
+        profile.stats.add_reactions(history, np.full(len(history), REACT_PROMPT, dtype=np.int64))
+    return profile.to_bytes()
 
 
 class StackError(RuntimeError):

@@ -134,3 +134,24 @@ def test_plan_validation_and_jitter() -> None:
     assert noisy.expected_text == plan.expected_text
     shifted_plan = TypingPlan((PlannedStroke(0, 100, SHIFT_LEFT), PlannedStroke(20, 60, a)))
     assert [e.modifiers for e in timeline(shifted_plan)] == [SHIFT, SHIFT, SHIFT, 0]
+
+
+def test_offline_profiles_carry_the_simulated_persons_reactions() -> None:
+    import numpy as np
+
+    import scoring
+    from bench.scenarios.runner import ENROL_SENTENCES, enrolment_reactions, reaction_model
+    from bench.scenarios.stack import offline_profile
+    from scoring.features import REACT_PROMPT
+
+    pid = aalto.select_participants(1, seed=5)[0]
+    split = aalto.split_user(aalto.load_participant(pid), ENROL_SENTENCES)
+    reactions = enrolment_reactions(pid, ENROL_SENTENCES + 30)
+    assert reactions == enrolment_reactions(pid, ENROL_SENTENCES + 30)  # seeded per person
+    plain = scoring.Profile.from_bytes(offline_profile(split))
+    rich = scoring.Profile.from_bytes(offline_profile(split, reactions))
+    assert plain.stats.react_n[REACT_PROMPT] == 0
+    assert rich.stats.react_n[REACT_PROMPT] == len(reactions)  # 5 answered fields + 30 learned reactions
+    median, _ = reaction_model(pid)
+    assert abs(np.exp(rich.stats.react_mean[REACT_PROMPT]) / median - 1) < 0.2
+    assert np.array_equal(plain.stats.key_n, rich.stats.key_n)  # the typing itself is the same
