@@ -60,9 +60,9 @@ MAX_GAP_MS = 1500.0
 # The scenario set. `sentences`: sentences typed per run (genuine: its sentence-sessions).
 FULL_SET = (
     Scenario("genuine", 20, {"sentences": 10}),
-    Scenario("impostor", 30, {"sentences": 6}),
-    Scenario("relay", 6, {"added_rtt_ms": 30, "jitter_ms": 5}),
-    Scenario("relay", 16, {"added_rtt_ms": 60, "jitter_ms": 5}),
+    Scenario("impostor", 24, {"sentences": 6}),
+    Scenario("relay", 4, {"added_rtt_ms": 30, "jitter_ms": 5}),
+    Scenario("relay", 14, {"added_rtt_ms": 60, "jitter_ms": 5}),
     Scenario("relay", 20, {"added_rtt_ms": 110, "jitter_ms": 5}),
     Scenario("relay", 8, {"added_rtt_ms": 200, "jitter_ms": 5}),
     Scenario("script", 15, {"mode": "fixed-50ms"}),
