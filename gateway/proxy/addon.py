@@ -5,8 +5,8 @@ session (gateway.access decides), attach the signed identity, hand input to capt
 enforcement to streams. Everything else lives in the modules it calls.
 
 It is the only ztgate addon in mitmproxy's chain, and its hooks are plain functions unless they must await:
-mitmproxy calls every addon of the chain for every hook of every request (twice, with the `update` hook after
-each), and an `async def` hook costs a coroutine even when it has nothing to wait for. The drain bookkeeping
+every addon that has a hook costs a dispatch on every request (dispatch.HookDispatch skips the addons that do
+not), and an `async def` hook costs a coroutine even when it has nothing to wait for. The drain bookkeeping
 (master.Lifecycle) is called from here rather than registered as a second addon for the same reason.
 """
 

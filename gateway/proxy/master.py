@@ -16,6 +16,7 @@ from mitmproxy.master import Master
 from mitmproxy.proxy import mode_servers
 
 from .addon import ZtgateAddon
+from .dispatch import HookDispatch
 
 if TYPE_CHECKING:
     from ..runtime import Gateway
@@ -66,9 +67,10 @@ def build_master(gw: "Gateway", lifecycle: "Lifecycle | None" = None) -> Master:
     confdir.mkdir(parents=True, exist_ok=True, mode=0o700)
     opts = options.Options(confdir=str(confdir))
     master = Master(opts)
+    master.addons = HookDispatch(master)  # before any addon is added: see dispatch.py
     _install_shared_listen()
-    # one ztgate addon only: mitmproxy dispatches every hook of every request to every addon in the chain, so
-    # the Lifecycle bookkeeping is called by ZtgateAddon instead of being an addon of its own
+    # one ztgate addon only: every addon with a hook costs a dispatch of every request's hook, so the Lifecycle
+    # bookkeeping is called by ZtgateAddon instead of being an addon of its own
     master.addons.add(core.Core(), proxyserver.Proxyserver(), next_layer.NextLayer(), tlsconfig.TlsConfig(),
                       errorcheck.ErrorCheck(), ZtgateAddon(gw, lifecycle or Lifecycle()))
     modes = listener_modes(gw)
