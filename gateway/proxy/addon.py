@@ -145,14 +145,13 @@ class ZtgateAddon:
                                                {"Content-Type": "text/plain"})
             return
 
-        browser = access.wants_html(seen)
         claims, refreshed, bearer = self._session_claims(seen)
         record: SessionRecord | None = None
         if claims is not None:
             try:
                 record = await gw.sessions.get(claims.sid)
             except StoreUnavailable:
-                self._answer(flow, Outcome(Verdict.UNAVAILABLE), browser, path)
+                self._answer(flow, Outcome(Verdict.UNAVAILABLE), access.wants_html(seen), path)
                 return
             if record is not None and (gw.sessions.idle_expired(record) or record.sub != claims.sub):
                 record = None
@@ -165,7 +164,7 @@ class ZtgateAddon:
             outcome = await gw.monitor.check_request(record, route, req.method, plain_path, host, scheme,
                                                      seen.get("content-type"))
         if outcome.verdict != Verdict.FORWARD:
-            self._answer(flow, outcome, browser, path)
+            self._answer(flow, outcome, access.wants_html(seen), path)  # a page for browsers, JSON for the rest
             return
         assert record is not None and claims is not None
 

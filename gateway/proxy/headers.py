@@ -12,6 +12,7 @@ used to be re-joined and stripped of surrounding white space, which mitmproxy's 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 ASSERTION = b"x-ztgate-assertion"
@@ -59,6 +60,11 @@ def cookie(cookie_headers: list[str], name: str) -> str | None:
     for header in cookie_headers:
         if prefix not in header:
             continue
+        if ";" not in header and header.startswith(prefix):  # the header is this one cookie (API clients)
+            value = header[len(prefix):].strip()
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            return value
         for part in header.split(";"):
             part = part.strip()
             if part.startswith(prefix):
@@ -75,6 +81,11 @@ def strip_cookie(value: str, name: str) -> str:
     return ";".join(p for p in value.split(";") if not p.strip().startswith(prefix)).strip()
 
 
+@functools.lru_cache(maxsize=8)  # one cookie name per gateway
+def _cookie_prefix(cookie_name: str) -> bytes:
+    return cookie_name.encode("utf-8", "surrogateescape") + b"="
+
+
 def forwarded_fields(fields: tuple[tuple[bytes, bytes], ...], *, cookie_name: str, forwarded: tuple[str, str, str],
                      assertion: str, host: bytes | None, drop_authorization: bool) -> tuple[tuple[bytes, bytes], ...]:
     """The fields the upstream gets: X-Ztgate-Assertion and X-Ztgate-Internal from the client dropped (and
@@ -83,8 +94,10 @@ def forwarded_fields(fields: tuple[tuple[bytes, bytes], ...], *, cookie_name: st
     takes the value, later ones go, a missing one is added at the end: what Headers[name] = value does), and
     Host set to `host` if the request has one and `host` is given (what Request.host/port do to an HTTP/1
     request's Host header)."""
-    cookie_prefix = cookie_name.encode("utf-8", "surrogateescape") + b"="
-    fwd_values = [v.encode("utf-8", "surrogateescape") for v in forwarded]
+    cookie_prefix = _cookie_prefix(cookie_name)
+    client_ip, scheme, forwarded_host = forwarded
+    fwd_values = (client_ip.encode("utf-8", "surrogateescape"), scheme.encode("utf-8", "surrogateescape"),
+                  forwarded_host.encode("utf-8", "surrogateescape"))
     fwd_done = [False, False, False]
     host_done = False
     out: list[tuple[bytes, bytes]] = []
@@ -95,6 +108,8 @@ def forwarded_fields(fields: tuple[tuple[bytes, bytes], ...], *, cookie_name: st
             out.append((raw_name, value))
         elif action == _COOKIE:
             if cookie_prefix in value:
+                if b";" not in value and value.startswith(cookie_prefix):
+                    continue  # the header is ztgate's cookie alone: what strip_cookie leaves of it is ""
                 value = strip_cookie(value.decode("utf-8", "surrogateescape"), cookie_name).encode(
                     "utf-8", "surrogateescape")
                 if not value:

@@ -30,6 +30,10 @@ HEADER_SETS = [
      (b"Content-Type", b"application/x-www-form-urlencoded"), (b"X-Forwarded-Proto", b"https")],
     [(b"Host", b"caf\xc3\xa9.example"), (b"User-Agent", b"Mozilla/5.0 \xff"), (b"X-Requested-With", b"XMLHttpRequest"),
      (b"Sec-Fetch-Mode", b"cors")],
+    # the session cookie alone in its header (the fast paths), quoted, padded, empty, or after white space
+    [(b"Host", b"a"), (b"Cookie", b'ztgate_session="tok" '), (b"Cookie", b"ztgate_session=other")],
+    [(b"Host", b"a"), (b"Cookie", b"ztgate_session="), (b"Cookie", b" ztgate_session=tok"), (b"Cookie", b"k=v")],
+    [(b"Cookie", b"ztgate_session_x=1"), (b"Cookie", b" ztgate_session=tok"), (b"Cookie", b"ztgate_session=t\xc3\xa9")],
 ]
 
 
