@@ -23,9 +23,10 @@ _FORWARDED_NAMES = (b"X-Forwarded-For", b"X-Forwarded-Proto", b"X-Forwarded-Host
 _COOKIE, _HOST, _SPOOF, _AUTHORIZATION = 3, 4, 5, 6
 _ACTIONS = {**{name: i for i, name in enumerate(_FORWARDED)}, b"cookie": _COOKIE, b"host": _HOST,
             ASSERTION: _SPOOF, INTERNAL: _SPOOF, b"authorization": _AUTHORIZATION}
-# what the access decision, the policies and the client binding read (values joined as Headers.get joins them)
-_READ = frozenset({b"host", b"accept", b"authorization", b"x-requested-with", b"sec-fetch-mode", b"user-agent",
-                   b"content-type"})
+# what the access decision, the policies and the client binding read (values joined as Headers.get joins them),
+# by lower-case raw name
+_READ = {name: name.decode("ascii") for name in (b"host", b"accept", b"authorization", b"x-requested-with",
+                                                   b"sec-fetch-mode", b"user-agent", b"content-type")}
 
 
 @dataclass(slots=True)
@@ -41,17 +42,18 @@ class Seen:
 
 
 def read(fields: tuple[tuple[bytes, bytes], ...]) -> Seen:
-    seen = Seen()
-    values = seen.values
+    values: dict[str, str] = {}
+    cookies: list[str] = []
     for raw_name, raw_value in fields:
         name = raw_name.lower()
         if name == b"cookie":
-            seen.cookies.append(raw_value.decode("utf-8", "surrogateescape"))
-        elif name in _READ:
-            key = name.decode("ascii", "surrogateescape")
+            cookies.append(raw_value.decode("utf-8", "surrogateescape"))
+            continue
+        key = _READ.get(name)
+        if key is not None:
             value = raw_value.decode("utf-8", "surrogateescape")
             values[key] = f"{values[key]}, {value}" if key in values else value
-    return seen
+    return Seen(values, cookies)
 
 
 def cookie(cookie_headers: list[str], name: str) -> str | None:
