@@ -47,6 +47,7 @@ log = logging.getLogger("ztgate.sessions")
 
 ChangeListener = Callable[[SessionRecord, SessionRecord | None], Awaitable[None] | None]
 
+NOT_CACHED = object()  # Sessions.get_cached: only the store can answer
 _TOUCH_EVERY = 30.0  # seconds between last_seen writes: the store is not a per-request write path
 
 
@@ -102,6 +103,17 @@ class Sessions:
     def is_revoked(self, sid: str) -> bool:
         until = self._tombstones.get(sid)
         return until is not None and until > self.clock()
+
+    def get_cached(self, sid: str) -> SessionRecord | None | object:
+        """What get() answers without asking the store (a revoked session's tombstone, a fresh cached view), or
+        NOT_CACHED: the proxy's per-request path then awaits get(), and otherwise skips a coroutine."""
+        now = self.clock()
+        if self.is_revoked(sid):
+            return self._tombstone_record(sid)
+        entry = self._cache.get(sid)
+        if entry is not None and now - entry.fetched < self.store_cfg.cache_seconds and self._channel_live:
+            return entry.record
+        return NOT_CACHED
 
     async def get(self, sid: str) -> SessionRecord | None:
         """The session, or None if unknown/expired. Raises StoreUnavailable only when the store is down and
@@ -213,6 +225,10 @@ class Sessions:
                 self._unsynced.pop(sid, None)
                 log.info("session %s: termination decided during the store outage written back", sid)
                 break
+
+    def touch_due(self, record: SessionRecord, client_ip: str) -> bool:
+        """Whether touch() would write (the proxy's per-request path skips its coroutine when not)."""
+        return self.clock() - record.last_seen >= _TOUCH_EVERY or record.client_ip != client_ip
 
     async def touch(self, record: SessionRecord, client_ip: str) -> None:
         """Notes activity, without writing the store on every request."""

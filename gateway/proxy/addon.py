@@ -24,6 +24,7 @@ from .. import access
 from ..access import Outcome, Verdict
 from ..auth.tokens import ASSERTION_HEADER, TokenError
 from ..config import Route
+from ..sessions import NOT_CACHED
 from ..store import SessionRecord, StoreUnavailable
 from . import headers as fast_headers
 
@@ -149,7 +150,9 @@ class ZtgateAddon:
         record: SessionRecord | None = None
         if claims is not None:
             try:
-                record = await gw.sessions.get(claims.sid)
+                record = gw.sessions.get_cached(claims.sid)
+                if record is NOT_CACHED:
+                    record = await gw.sessions.get(claims.sid)
             except StoreUnavailable:
                 self._answer(flow, Outcome(Verdict.UNAVAILABLE), access.wants_html(seen), path)
                 return
@@ -196,7 +199,8 @@ class ZtgateAddon:
             if route.preserve_host and host_header:
                 req.host_header = host_header
 
-        await gw.sessions.touch(record, client_ip)
+        if gw.sessions.touch_due(record, client_ip):
+            await gw.sessions.touch(record, client_ip)
         if not gw.monitor.is_live(record.sid):
             # a session's first request: policies that need no input (groups, site, hours) apply from the start
             gw.spawn(gw.monitor.start_session(record.sid), name="ztgate-session-start")
