@@ -4,7 +4,8 @@ ztgate (its real addon, a signed-in session in a memory store, the shipped polic
 
 Where `ztgate bench proxy` measures the whole proxy (sockets, HTTP parsing, the event loop) and is noisy on a
 shared machine, this isolates what ztgate adds per request and splits it into the cost of being one more addon
-in mitmproxy's chain (the empty-addon column) and the work of ztgate's hooks. Thread CPU time per hook call, median
+in mitmproxy's chain (the empty-addon column), what ztgate's addon manager saves (bare mitmproxy with
+gateway/proxy/dispatch.py) and the work of ztgate's hooks. Thread CPU time per hook call, median
 over N flows; each variant runs in its own process (mitmproxy's `ctx` is process-global), in alternating rounds.
 Writes the "## Proxy hooks" section of docs/benchmarks.md unless --no-write.
 """
@@ -28,7 +29,7 @@ from bench.docs import write_section
 SECTION = "## Proxy hooks"
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
-VARIANTS = ("mitmproxy", "mitmproxy+empty addon", "ztgate")
+VARIANTS = ("mitmproxy", "mitmproxy+empty addon", "mitmproxy+HookDispatch", "ztgate")
 HOOKS = ("requestheaders", "request", "responseheaders", "response")
 
 
@@ -108,6 +109,10 @@ keys: {{dir: {tmp / "keys"}}}
     else:
         opts = options.Options(confdir=str(tmp / "mitmproxy"))
         master = Master(opts)
+        if variant == "mitmproxy+HookDispatch":
+            from gateway.proxy.dispatch import HookDispatch
+
+            master.addons = HookDispatch(master)  # ztgate's dispatch (gateway/proxy/dispatch.py), no ztgate addon
         master.addons.add(core.Core(), proxyserver.Proxyserver(), next_layer.NextLayer(), tlsconfig.TlsConfig(),
                           errorcheck.ErrorCheck())
         if variant == "mitmproxy+empty addon":
@@ -158,7 +163,7 @@ def run(n: int, rounds: int) -> dict[str, Any]:
 
 def render_section(result: dict) -> str:
     t, total = result["us_per_hook"], result["us_per_request"]
-    bare, empty, zt = VARIANTS
+    bare, empty, dispatch, zt = VARIANTS
     lines = [
         SECTION,
         "",
@@ -167,15 +172,19 @@ def render_section(result: dict) -> str:
         "of each HTTP hook of one proxied GET through mitmproxy's AddonManager (every addon of the chain, and the "
         "`update` hook mitmproxy sends after each), median over "
         f"{result['flows']} flows, median of {result['rounds']} alternating runs, in microseconds. The empty-addon "
-        "column is the price of being one more addon in mitmproxy's chain; ztgate minus that column is the work of "
-        "ztgate's hooks (session check, identity assertion, header rewrite, sensor and telemetry bookkeeping).",
+        "column is the price of being one more addon in mitmproxy's chain; the HookDispatch column is bare "
+        "mitmproxy with ztgate's addon manager (gateway/proxy/dispatch.py: each hook goes only to the addons that "
+        "implement it), so ztgate minus that column is the work of ztgate's hooks (session check, identity "
+        "assertion, header rewrite, sensor and telemetry bookkeeping) and mitmproxy minus it is what the dispatch "
+        "saves.",
         "",
-        "| hook | mitmproxy | + empty addon | ztgate | ztgate - mitmproxy |",
-        "| --- | --- | --- | --- | --- |",
+        "| hook | mitmproxy | + empty addon | mitmproxy + HookDispatch | ztgate | ztgate - mitmproxy |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for h in HOOKS:
-        lines.append(f"| {h} | {t[bare][h]:.1f} | {t[empty][h]:.1f} | {t[zt][h]:.1f} | {t[zt][h] - t[bare][h]:+.1f} |")
-    lines.append(f"| per request | {total[bare]:.1f} | {total[empty]:.1f} | {total[zt]:.1f} | "
+        lines.append(f"| {h} | {t[bare][h]:.1f} | {t[empty][h]:.1f} | {t[dispatch][h]:.1f} | {t[zt][h]:.1f} | "
+                     f"{t[zt][h] - t[bare][h]:+.1f} |")
+    lines.append(f"| per request | {total[bare]:.1f} | {total[empty]:.1f} | {total[dispatch]:.1f} | {total[zt]:.1f} | "
                  f"{total[zt] - total[bare]:+.1f} |")
     lines += ["", "Absolute numbers move with the machine's load (thread CPU time still grows when the other core is "
                   "busy); compare the columns of one run.", ""]
