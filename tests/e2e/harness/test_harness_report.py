@@ -137,3 +137,16 @@ def test_script_plans() -> None:
         script.fixed_interval_plan("a", interval_ms=0)
     with pytest.raises(ValueError, match="overlap"):
         script.fixed_interval_plan("a", interval_ms=25, dwell_ms=20)
+
+
+def test_the_set_starts_long_runs_first_and_browser_enrolled_users_after_two_waves():
+    from bench.scenarios.runner import FULL_SET, expected_seconds, schedule_jobs
+
+    participants = [str(i) for i in range(24)]
+    jobs = schedule_jobs(FULL_SET, participants, {"0", "1", "2"}, concurrency=5)
+    assert len(jobs) == sum(s.repetitions for s in FULL_SET)
+    assert len({(i, rep) for i, _, rep in jobs}) == len(jobs)
+    first = jobs[:10]
+    assert all(participants[rep % 24] not in {"0", "1", "2"} for _, _, rep in first)
+    assert expected_seconds(first[0][1]) == max(expected_seconds(s) for s in FULL_SET)
+    assert expected_seconds(jobs[-1][1]) == min(expected_seconds(s) for s in FULL_SET)
