@@ -32,7 +32,7 @@ def env(tmp_path_factory):
             yield gw, users
 
 
-_pool = iter(range(16))
+_pool = iter(range(16))  # u0..u15: one per test that signs in
 
 
 def fresh(users):
@@ -198,3 +198,17 @@ def test_health_and_jwks(env):
     assert ready["ready"] and ready["store"] == "ok"
     keys = httpx.get(f"{gw.url}/.well-known/ztgate/jwks.json").json()["keys"]
     assert keys and all("d" not in k for k in keys) and keys[0]["alg"] == "ES256"
+
+
+def test_every_path_reaches_the_upstream_even_mitmproxys_crl_path(env):
+    # mitmproxy's TlsConfig would answer /mitmproxy-<CA serial>.crl itself instead of the route's upstream
+    from cryptography import x509
+
+    gw, users = env
+    ca = gw.config_path.parent / "state-gw" / "mitmproxy" / "mitmproxy-ca-cert.pem"
+    serial = x509.load_pem_x509_certificate(ca.read_bytes()).serial_number
+    with httpx.Client(base_url=gw.url) as c:
+        login(c, fresh(users))
+        r = c.get(f"/echo/mitmproxy-{serial}.crl", headers={"Accept": "application/json"})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
+    assert r.json()["path"] == f"/echo/mitmproxy-{serial}.crl"
