@@ -108,20 +108,24 @@ class Enforcer:
         try:
             record = await self.gw.sessions.get(sid)
         except StoreUnavailable:
-            record = self.gw.sessions.cached(sid)
-            log.error("store unavailable: terminating %s locally; it is written back when the store returns", sid)
-            with self.gw.telemetry.tracing.decision(d, sid):
-                try:
-                    await self.gw.sessions.terminate(sid, reason, decision=d)
-                except StoreUnavailable:
-                    pass
-                self.gw.connections.close_session(sid, reason)
-            return self.gw.sessions.cached(sid) or record
-        if record is None:
-            return None
+            record = self.gw.sessions.cached(sid)  # may be None: an unknown sid is still revoked here, to be safe
+        else:
+            if record is None:
+                return None
         with self.gw.telemetry.tracing.decision(d, sid):
-            updated = await self.gw.sessions.terminate(sid, reason, decision=d)
-            await self._emit(updated or record, d, self.gw.monitor.assessment_of(sid))
+            try:
+                updated = await self.gw.sessions.terminate(sid, reason, decision=d)
+            except StoreUnavailable:
+                # whether the outage showed on the read or only on the write, the answer is the same: terminated
+                # here now (tombstone, connections cut), written back and broadcast when the store returns
+                log.error("store unavailable: session %s terminated locally; written back when the store returns", sid)
+                self.gw.connections.close_session(sid, reason)
+                updated = self.gw.sessions.unsynced(sid)
+            # the event goes to the outbox either way (a Redis outbox spools it locally during the outage); a sid
+            # this process has never seen is revoked all the same, but there is no session to report on
+            known = updated if updated is not None and updated.sub else record
+            if known is not None:
+                await self._emit(known, d, self.gw.monitor.assessment_of(sid))
         return updated
 
     async def require_step_up(self, sid: str, reason: str, *, by: str, method: str = "totp") -> SessionRecord | None:

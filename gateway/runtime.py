@@ -218,7 +218,9 @@ class Gateway:
             log.warning("security events are not available in this build")
             return
         redis_url = self.config.store.url if self.config.store.is_redis else None
-        self.events = SecurityEvents(self.config.events, self.config.instance, redis_url)
+        # with a Redis outbox, an event Redis cannot take during an outage waits in a local spool, not lost
+        self.events = SecurityEvents(self.config.events, self.config.instance, redis_url,
+                                     spool_dir=str(Path(self.config.state_dir) / "events-spool"))
         await self.events.start()
 
     def _start_telemetry(self) -> None:

@@ -100,6 +100,11 @@ class Sessions:
         entry = self._cache.get(sid)
         return entry.record if entry else None
 
+    def unsynced(self, sid: str) -> SessionRecord | None:
+        """The terminated record of a session whose termination is known here but not yet written to the store."""
+        data = self._unsynced.get(sid)
+        return SessionRecord.from_dict(data) if data is not None else None
+
     def is_revoked(self, sid: str) -> bool:
         until = self._tombstones.get(sid)
         return until is not None and until > self.clock()

@@ -108,7 +108,13 @@ async def terminate_session(request: Request, who: str) -> Response:
     if options is None:
         return problem(400, "bad_json", "the body must be a JSON object")
     reason = str(options.get("reason") or "terminated by an administrator")[:500]
-    record = await gateway(request).enforcer.terminate(request.path_params["sid"], reason, by=who)
+    gw = gateway(request)
+    sid = request.path_params["sid"]
+    record = await gw.enforcer.terminate(sid, reason, by=who)
+    if record is not None and gw.sessions.unsynced(sid) is not None:
+        # store outage: in force on this process now, on the others once the store is back (RFC 9110 202)
+        view = {**record.to_dict(), "persisted": False}
+        return JSONResponse(view, status_code=202)
     return await _acted_on(request, record)
 
 

@@ -5,6 +5,8 @@ Two implementations with one interface:
   (concurrent appends share one write+fsync: group commit). Per-sink state files sit next to the segments.
 - RedisOutbox (production): a Redis stream (XADD acknowledged = durable, per Redis' persistence settings);
   per-sink state in Redis keys; a lease key so that one gateway instance at a time delivers to each sink.
+  SpooledRedisOutbox adds a local spool (a FileOutbox per process) for Redis outages: an event Redis cannot take is
+  made durable on disk and moved into the stream, in order, when Redis is back.
 
 Positions are strings: the file outbox's sequence number, or the stream entry id.
 """
@@ -16,10 +18,13 @@ import contextlib
 import fcntl
 import json
 import os
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+log = logging.getLogger("ztgate.events")
 
 SEGMENT_PREFIX = "seg-"
 SEGMENT_SUFFIX = ".jsonl"
@@ -495,7 +500,119 @@ class RedisReader:
         return recs
 
 
-def open_outbox(cfg_outbox: Any, redis_url: str | None, *, readonly: bool = False) -> Outbox:
+# ---------------------------------------------------------------------------------------------- spool for outages
+
+SPOOL_CURSOR = "redis-forwarder"
+SPOOL_RETRY_MAX_S = 5.0
+
+
+def claim_spool(root: str | os.PathLike) -> FileOutbox:
+    """This process's spool: the lowest-numbered slot under `root` no live process holds (a FileOutbox takes an
+    exclusive lock), so `--workers N` processes get N slots and a restarted one takes over a slot and what it holds."""
+    base = Path(root)
+    for slot in range(1024):
+        try:
+            return FileOutbox(base / str(slot))
+        except OutboxBusy:
+            continue
+    raise OutboxUnavailable(f"no free events spool slot under {base}")
+
+
+class SpooledRedisOutbox(RedisOutbox):
+    """The Redis outbox, with a local spool so that a Redis outage loses no event.
+
+    An event Redis does not take (after RedisOutbox's own retries) is appended to this process's spool, fsync'd, and
+    a forwarder moves spooled events into the stream in their order as soon as Redis answers, advancing a cursor
+    kept beside the spool (at-least-once: an event whose XADD succeeded just before a crash may be sent twice; its
+    id lets receivers de-duplicate). While the spool holds events, new ones queue behind them, so order is kept."""
+
+    def __init__(self, url: str, *, stream: str = "ztgate:outbox", maxlen: int = 1_000_000,
+                 spool_dir: str | os.PathLike):
+        super().__init__(url, stream=stream, maxlen=maxlen)
+        self.spool = claim_spool(spool_dir)
+        self.forwarded = self._load_cursor()
+        self._forwarder: asyncio.Task | None = None
+        self._closing = False
+
+    def _load_cursor(self) -> int:
+        try:
+            return int(json.loads((self.spool.state_dir / f"{SPOOL_CURSOR}.json").read_text())["pos"])
+        except (FileNotFoundError, ValueError, KeyError):
+            return 0
+
+    @property
+    def spooled(self) -> int:
+        """Events in the spool not yet moved into the stream."""
+        return max(0, self.spool.head_seq - self.forwarded)
+
+    async def append(self, envelope: dict) -> str:
+        if not self.spooled:
+            try:
+                return await super().append(envelope)
+            except OutboxUnavailable as err:
+                log.error("events outbox: %s; spooling events to %s until it is back", err, self.spool.dir)
+        seq = await self.spool.append(envelope)  # OutboxUnavailable if the disk fails too: the caller logs it
+        self.resume()
+        return f"spool-{seq}"
+
+    def resume(self) -> None:
+        """Starts the forwarder if the spool holds events (also after a restart) and none is running."""
+        if self.spooled and self._forwarder is None and not self._closing:
+            self._forwarder = asyncio.create_task(self._forward(), name="ztgate-outbox-spool")
+
+    async def _forward(self) -> None:
+        import redis.exceptions as rex
+
+        reader = self.spool.reader(str(self.forwarded))
+        delay = 0.2
+        try:
+            while not self._closing:
+                if not self.spooled:
+                    return  # no await between this check and the finally: an append now starts a new forwarder
+                records = await reader.read(100, 0)
+                for rec in records:
+                    env = {"id": rec.id, "kind": rec.kind, "sid": rec.sid, "enqueued_ms": rec.enqueued_ms,
+                           "event": rec.event}
+                    while True:
+                        try:
+                            await self.redis.xadd(self.stream, {"r": _encode(env)}, maxlen=self.maxlen,
+                                                  approximate=True)
+                            break
+                        except (rex.ConnectionError, rex.TimeoutError):
+                            if self._closing:
+                                return
+                            await asyncio.sleep(delay)
+                            delay = min(delay * 2, SPOOL_RETRY_MAX_S)
+                    delay = 0.2
+                    self.forwarded = int(rec.pos)
+                if records:  # the cursor is saved per batch: a crash mid-batch resends at most that batch
+                    await self.spool.save_state(SPOOL_CURSOR, {"pos": str(self.forwarded)})
+                    await self.spool.compact(str(self.forwarded))
+                    if not self.spooled:
+                        log.info("events outbox: spooled events moved into the Redis stream")
+        finally:
+            self._forwarder = None
+
+    async def backlog(self, after: str | None, cap: int = 100_000) -> tuple[int, int | None]:
+        count, oldest = await super().backlog(after, cap)
+        return count + self.spooled, oldest
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._forwarder is not None:
+            self._forwarder.cancel()
+            with contextlib.suppress(BaseException):
+                await self._forwarder
+        await self.spool.close()
+        await super().close()
+
+
+def open_outbox(cfg_outbox: Any, redis_url: str | None, *, readonly: bool = False,
+                spool_dir: str | os.PathLike | None = None) -> Outbox:
+    """The file outbox, or with Redis the Redis outbox: spooled to `spool_dir` during outages when one is given (the
+    gateway gives <state_dir>/events-spool; read-only tools such as `ztgate events status` need none)."""
+    if redis_url and spool_dir is not None and not readonly:
+        return SpooledRedisOutbox(redis_url, stream=cfg_outbox.stream, maxlen=cfg_outbox.maxlen, spool_dir=spool_dir)
     if redis_url:
         return RedisOutbox(redis_url, stream=cfg_outbox.stream, maxlen=cfg_outbox.maxlen)
     return FileOutbox(cfg_outbox.path, segment_bytes=cfg_outbox.segment_bytes, readonly=readonly)

@@ -28,12 +28,12 @@ def product_version() -> str:
 
 
 class SecurityEvents:
-    def __init__(self, cfg: EventsConfig, instance: str, redis_url: str | None):
+    def __init__(self, cfg: EventsConfig, instance: str, redis_url: str | None, *, spool_dir: str | None = None):
         self.cfg = cfg
         self.instance = instance
         self.redis_url = redis_url
         self.version = product_version()
-        self.outbox: Outbox = open_outbox(cfg.outbox, redis_url)
+        self.outbox: Outbox = open_outbox(cfg.outbox, redis_url, spool_dir=spool_dir)
         owner = f"{instance}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.workers = [SinkWorker(make_sink(s, instance=instance, version=self.version), self.outbox, owner=owner,
                                    min_backoff=s.min_backoff, max_backoff=s.max_backoff) for s in cfg.sinks]
@@ -44,6 +44,9 @@ class SecurityEvents:
     async def start(self) -> None:
         if self._tasks:
             return
+        resume = getattr(self.outbox, "resume", None)
+        if resume is not None:
+            resume()  # events spooled during a Redis outage before a restart
         for w in self.workers:
             self._tasks.append(asyncio.create_task(w.run(), name=f"ztgate-sink-{w.sink.name}"))
         self._tasks.append(asyncio.create_task(self._compact_loop(), name="ztgate-outbox-compact"))
@@ -135,6 +138,9 @@ class SecurityEvents:
             out["outbox"].update(path=str(self.outbox.dir), head=self.outbox.head_seq)
         else:
             out["outbox"].update(stream=self.cfg.outbox.stream)
+            spooled = getattr(self.outbox, "spooled", None)
+            if spooled is not None:  # events waiting on local disk for Redis to come back
+                out["outbox"].update(spooled=spooled)
         for w in self.workers:
             if isinstance(self.outbox, FileOutbox):
                 w.status.backlog = max(0, self.outbox.head_seq - int(w.status.cursor or 0))

@@ -190,3 +190,63 @@ async def test_redis_outbox_trims_only_what_every_sink_delivered(tmp_path, redis
     await events.stop()
     assert len(out.read_text().splitlines()) == 41  # each event once: trimming lost nothing, resent nothing
     await client.aclose()
+
+
+@pytest.mark.slow
+async def test_events_emitted_while_redis_is_down_wait_in_the_spool_and_arrive_in_order(tmp_path, redis_server):
+    out = tmp_path / "events.jsonl"
+    cfg = EventsConfig.from_dict({"outbox": {"stream": "gw:outbox"},
+                                  "sinks": [{"type": "jsonl", "name": "file", "path": str(out),
+                                             "min_backoff": 0.02, "max_backoff": 0.2}]})
+    spool = tmp_path / "spool"
+    events = SecurityEvents(cfg, "gw-r", redis_server.url, spool_dir=str(spool))
+    await events.start()
+    ids = [await events.emit_logoff(make_session(sid="s-1"), "before the outage")]
+    redis_server.kill()
+    # each emit returns once the event is durable on local disk (after the Redis outbox's own short retries)
+    ids += [await events.emit_decision(make_decision("terminate"), make_session(sid="s-1"), None, None)
+            for _ in range(3)]
+    assert events.status()["outbox"]["spooled"] == 3
+    # a second process (worker) takes its own spool slot
+    other = SecurityEvents(cfg, "gw-r", redis_server.url, spool_dir=str(spool))
+    assert other.outbox.spool.dir != events.outbox.spool.dir
+    await other.outbox.close()
+    redis_server.start()  # back, with its append-only file: the event before the outage is still there
+    ids.append(await events.emit_logoff(make_session(sid="s-1"), "after the outage"))  # queued behind the spool
+
+    def lines():
+        return [json.loads(l)["metadata"]["uid"] for l in out.read_text().splitlines()] if out.exists() else []
+
+    async def all_delivered():
+        return len(lines()) >= len(ids)
+    await wait_for(all_delivered, timeout=30)
+    st = events.status()
+    await events.stop()
+    assert lines() == ids  # every event once, in the order they were emitted
+    assert st["outbox"]["spooled"] == 0
+
+
+@pytest.mark.slow
+async def test_a_restarted_gateway_forwards_what_its_spool_still_holds(tmp_path, redis_server):
+    out = tmp_path / "events.jsonl"
+    cfg = EventsConfig.from_dict({"outbox": {"stream": "gw:outbox"},
+                                  "sinks": [{"type": "jsonl", "name": "file", "path": str(out),
+                                             "min_backoff": 0.02, "max_backoff": 0.2}]})
+    spool = tmp_path / "spool"
+    events = SecurityEvents(cfg, "gw-r", redis_server.url, spool_dir=str(spool))
+    await events.start()
+    redis_server.kill()
+    ids = [await events.emit_logoff(make_session(sid=f"s-{i}"), "during the outage") for i in range(2)]
+    await events.stop()  # the gateway stops while Redis is still down
+    redis_server.start()
+    events = SecurityEvents(cfg, "gw-r", redis_server.url, spool_dir=str(spool))
+    await events.start()
+
+    def lines():
+        return [json.loads(l)["metadata"]["uid"] for l in out.read_text().splitlines()] if out.exists() else []
+
+    async def delivered():
+        return len(lines()) >= 2
+    await wait_for(delivered, timeout=30)
+    await events.stop()
+    assert lines() == ids
