@@ -13,9 +13,9 @@ import httpx
 def _target(args: argparse.Namespace) -> tuple[str, str]:
     url, token = args.url, args.token
     if args.config and (not url or not token):
-        from .main import _load_config
+        from .configfile import load_config
 
-        cfg = _load_config(args.config)
+        cfg = load_config(args.config)
         if not url:
             listener = cfg.listeners[0]
             host = "127.0.0.1" if listener.address.host in ("0.0.0.0", "::") else listener.address.host

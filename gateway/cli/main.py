@@ -12,6 +12,7 @@ import sys
 from typing import Sequence
 
 from .. import config as config_mod
+from .configfile import load_config
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -78,15 +79,6 @@ def _client_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
-def _load_config(path: str) -> config_mod.Config:
-    try:
-        return config_mod.load(path)
-    except config_mod.ConfigInvalid as err:
-        for problem in err.problems:
-            print(problem, file=sys.stderr)
-        raise SystemExit(2) from None
-
-
 def _setup_logging(level: str = "info", fmt: str = "text") -> None:
     from ..telemetry.logs import configure_logging
 
@@ -113,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if cmd == "users":
         from ..auth.users_cli import main as users_main
 
-        directory = args.directory or (_load_config(args.config).identity.directory if args.config else None)
+        directory = args.directory or (load_config(args.config).identity.directory if args.config else None)
         if not directory:
             print("ztgate users: give --directory FILE or --config FILE with identity.directory", file=sys.stderr)
             return 2
@@ -135,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if cmd == "events":
         from ..secevents.cli import main as events_main
 
-        cfg = _load_config(args.config) if args.config else None
+        cfg = load_config(args.config) if args.config else None
         events_cfg = cfg.events if cfg else None
         redis_url = cfg.store.url if cfg and cfg.store.is_redis else None
         if events_cfg is None:
@@ -158,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    cfg = _load_config(args.config)
+    cfg = load_config(args.config)
     if args.check:
         from ..policy_watch import PolicyHolder
         import policies

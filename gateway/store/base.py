@@ -108,13 +108,3 @@ class SessionStore(Protocol):
     # A user's registered WebAuthn credentials: public keys, ids and counters only (JSON-able dicts).
     async def put_credentials(self, user: str, credentials: list[dict]) -> None: ...
     async def get_credentials(self, user: str) -> list[dict]: ...
-
-
-def open_store(url: str, *, prefix: str = "ztgate:") -> SessionStore:
-    if url.startswith("memory://"):
-        from .memory import MemoryStore
-
-        return MemoryStore()
-    from .redis import RedisStore
-
-    return RedisStore(url, prefix=prefix)
