@@ -19,11 +19,18 @@ per group, the impostor's offset term, a closed form in two running sums (S0 = s
 these sums decay exponentially (DECAY per observation), so the statistic always judges about the last
 1/(1 - DECAY) observations: a change of person mid-session shows as soon as the new typing dominates, and state is
 a fixed handful of numbers. Pure numpy, no I/O; the prior is fitted offline by `fit_prior` (scoring/eval/).
+
+Per-user normalisation: how well a user's enrolment predicts itself (`self_consistency`, kept in the profile)
+foretells how well their later genuine typing fits their model (correlation 0.83 on Aalto training users). Each
+observation's log ratio moves by -self_weight * (consistency - the training users' mean), a constant folded into the
+model's table: an erratic typist no longer raises most of the false alarms, and a very steady one is watched more
+closely.
 """
 
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass, replace
 from functools import cache
 from importlib import resources
@@ -32,8 +39,9 @@ import numpy as np
 
 from . import features as F
 from .keys import KeyClass
+from .stats import accumulate, cap_counts, merge
 
-PRIOR_VERSION = 1
+PRIOR_VERSION = 2  # 2: the self-consistency normalisation (self_ref, self_weight)
 CLIP_SD = 3.0
 MIN_POPULATION_USERS = 20
 # 8 stays: a larger VAR_SHRINK (100) lowered the verification EER at 50 keystrokes a little (training users 5.3% ->
@@ -43,6 +51,11 @@ VAR_SCALE_PRIOR = 20.0  # pseudo-observations behind a user's group variance sca
 DEFAULT_DECAY = 0.98  # per observation: the session statistic remembers ~50 observations (~25 keystrokes)
 DEFAULT_ALARM = 10.0
 BETWEEN_VAR_FLOOR = 0.002
+# self-consistency normalisation (see self_consistency): the enrolment is cut into SELF_CHUNKS contiguous parts; with
+# fewer than SELF_MIN_OBSERVATIONS per part the estimate is too noisy and the user is not normalised
+SELF_CHUNKS = 5
+SELF_MIN_OBSERVATIONS = 30
+SELF_SHIFT_MAX = 0.5  # per observation: a freak enrolment must not switch the detector off (or on) for a user
 
 _LETTERS = (
     KeyClass.LEFT_TOP, KeyClass.LEFT_HOME, KeyClass.LEFT_BOTTOM, KeyClass.RIGHT_TOP, KeyClass.RIGHT_HOME, KeyClass.RIGHT_BOTTOM
@@ -93,6 +106,10 @@ class CadencePrior:
     usable: np.ndarray  # bool: enough population users for the feature
     decay: float = DEFAULT_DECAY
     alarm: float = DEFAULT_ALARM  # impostor evidence at which the cadence score is 0.5
+    # per-user normalisation: each observation's log ratio moves by -self_weight * (user's self-consistency -
+    # self_ref), self_ref being the training users' mean; weight 0 turns it off (priors of version 1)
+    self_ref: float = 0.0
+    self_weight: float = 0.0
     source: str = "defaults"
 
     def to_npz(self) -> bytes:
@@ -105,16 +122,21 @@ class CadencePrior:
             between_var=self.between_var,
             offset_var=self.offset_var,
             usable=self.usable.astype(np.uint8),
-            scalars=np.array([self.decay, self.alarm]),
+            scalars=np.array([self.decay, self.alarm, self.self_ref, self.self_weight]),
         )
         return buf.getvalue()
 
     @classmethod
     def from_npz(cls, data: bytes, source: str) -> "CadencePrior":
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
-            if int(z["version"][0]) != PRIOR_VERSION:
-                raise ValueError(f"cadence prior version {int(z['version'][0])} is not supported (expected {PRIOR_VERSION})")
+            version = int(z["version"][0])
+            if version not in (1, PRIOR_VERSION):
+                raise ValueError(f"cadence prior version {version} is not supported (expected {PRIOR_VERSION})")
             s = z["scalars"]
+            if len(s) != (2 if version == 1 else 4):
+                raise ValueError(f"cadence prior version {version}: {len(s)} scalars")
+            # version 1 had no self-consistency normalisation: weight 0 keeps its behaviour
+            ref, weight = (0.0, 0.0) if version == 1 else (float(s[2]), float(s[3]))
             prior = cls(
                 mean=z["mean"].astype(np.float64),
                 within_var=z["within_var"].astype(np.float64),
@@ -123,6 +145,8 @@ class CadencePrior:
                 usable=z["usable"].astype(bool),
                 decay=float(s[0]),
                 alarm=float(s[1]),
+                self_ref=ref,
+                self_weight=weight,
                 source=source,
             )
         prior.validate()
@@ -139,9 +163,20 @@ class CadencePrior:
             raise ValueError("cadence prior: non-finite or non-positive variances")
         if not (0.0 < self.decay < 1.0) or not self.alarm > 0:
             raise ValueError("cadence prior: decay must be in (0, 1) and alarm > 0")
+        if not (math.isfinite(self.self_ref) and 0.0 <= self.self_weight <= 1.0):
+            raise ValueError("cadence prior: self_ref must be finite and self_weight in [0, 1]")
 
     def with_calibration(self, decay: float, alarm: float) -> "CadencePrior":
         return replace(self, decay=float(decay), alarm=float(alarm))
+
+    def with_self_norm(self, ref: float, weight: float) -> "CadencePrior":
+        return replace(self, self_ref=float(ref), self_weight=float(weight))
+
+    def self_shift(self, self_llr: float) -> float:
+        """The per-observation log-ratio shift for a user whose enrolment scored `self_llr` (NaN: unknown, 0)."""
+        if not (self.self_weight > 0 and math.isfinite(self_llr)):
+            return 0.0
+        return min(max(-self.self_weight * (self_llr - self.self_ref), -SELF_SHIFT_MAX), SELF_SHIFT_MAX)
 
 
 def fit_prior(user_stats: list[tuple[np.ndarray, np.ndarray, np.ndarray]], source: str) -> CadencePrior:
@@ -225,9 +260,9 @@ class Observations:
 class UserCadenceModel:
     """The claimed user's per-feature model (log ms), derived from profile statistics and the prior."""
 
-    __slots__ = ("prior", "mu", "var", "alt_var", "usable", "offsets", "all_usable", "_table")
+    __slots__ = ("prior", "mu", "var", "alt_var", "usable", "offsets", "all_usable", "shift", "_table")
 
-    def __init__(self, n: np.ndarray, mean: np.ndarray, m2: np.ndarray, prior: CadencePrior):
+    def __init__(self, n: np.ndarray, mean: np.ndarray, m2: np.ndarray, prior: CadencePrior, self_llr: float = math.nan):
         self.prior = prior
         pm, w, bp = prior.mean, prior.within_var, prior.between_var
         n = np.asarray(n, dtype=np.float64)
@@ -260,14 +295,16 @@ class UserCadenceModel:
         t[:, _T_PM] = pm
         t[:, _T_INV_SD_U] = 1.0 / np.sqrt(var_u)
         t[:, _T_INV_SD_A] = 1.0 / np.sqrt(alt_var)
-        t[:, _T_CONST] = 0.5 * (np.log(alt_var) - np.log(var_u))
+        # the user's normalisation is a constant per observation: folded in here, it costs nothing online
+        self.shift = prior.self_shift(self_llr)
+        t[:, _T_CONST] = 0.5 * (np.log(alt_var) - np.log(var_u)) + self.shift
         t[:, _T_INV_VAR_A] = 1.0 / alt_var
         t[:, _T_GROUP] = FEATURE_GROUP
         self._table = t
 
     @classmethod
-    def from_stats(cls, stats, prior: CadencePrior) -> "UserCadenceModel":
-        return cls(stats.key_n, stats.key_mean, stats.key_m2, prior)
+    def from_stats(cls, stats, prior: CadencePrior, self_llr: float = math.nan) -> "UserCadenceModel":
+        return cls(stats.key_n, stats.key_mean, stats.key_m2, prior, self_llr)
 
     def observe(self, ids: np.ndarray, values: np.ndarray) -> Observations:
         ids = np.asarray(ids, dtype=np.int64)
@@ -286,6 +323,39 @@ class UserCadenceModel:
         sq = zz * zz
         llr = rows[:, _T_CONST] - 0.5 * (sq[:, 0] - sq[:, 1])
         return Observations(ok, llr, rows[:, _T_GROUP].astype(np.int64), rows[:, _T_INV_VAR_A], zz[:, 1] * rows[:, _T_INV_SD_A], z)
+
+
+def self_consistency(ids: np.ndarray, values: np.ndarray, prior: CadencePrior, memory: float, chunks: int = SELF_CHUNKS) -> float:
+    """How well a user's enrolment predicts itself: the enrolment's key observations (in typing order) are cut into
+    `chunks` contiguous parts, and each part is judged by the model fitted on the others (without any
+    normalisation); the result is the mean log ratio per observation, offset terms included. A consistent typist
+    who is far from the population scores high, someone whose rhythm wanders scores low: the same spread shows in
+    their later genuine sessions, and a common alarm level would otherwise alarm on the second far more often.
+    NaN when the enrolment is too short to tell."""
+    ids = np.asarray(ids, dtype=np.int64)
+    values = np.asarray(values, dtype=np.float64)
+    if len(ids) < chunks * SELF_MIN_OBSERVATIONS or chunks < 2:
+        return math.nan
+    plain = replace(prior, self_weight=0.0)
+    bounds = np.linspace(0, len(ids), chunks + 1).round().astype(np.int64)
+    parts = []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        st = (np.zeros(F.N_KEY_FEATURES), np.zeros(F.N_KEY_FEATURES), np.zeros(F.N_KEY_FEATURES))
+        accumulate(*st, ids[a:b], values[a:b])
+        parts.append(st)
+    total, count = 0.0, 0
+    for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+        n, mean, m2 = np.zeros(F.N_KEY_FEATURES), np.zeros(F.N_KEY_FEATURES), np.zeros(F.N_KEY_FEATURES)
+        for j, part in enumerate(parts):
+            if j != i:
+                merge(n, mean, m2, *part)
+        cap_counts(n, m2, memory)
+        obs = UserCadenceModel(n, mean, m2, plain).observe(ids[a:b], values[a:b])
+        k = len(obs.llr)
+        if k:
+            total += float(window_llr(obs, np.zeros(k, dtype=np.int64), 1, prior.offset_var)[0])
+            count += k
+    return total / count if count >= chunks * SELF_MIN_OBSERVATIONS else math.nan
 
 
 _T_MU, _T_PM, _T_INV_SD_U, _T_INV_SD_A, _T_CONST, _T_INV_VAR_A, _T_GROUP = range(7)

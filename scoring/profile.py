@@ -4,12 +4,17 @@ A profile is a set of running statistics (count, mean, M2) per timing feature, i
 class, flight per class pair, reaction latency per reaction type, and pointer stroke shape. It never holds events,
 characters or key sequences: only these aggregates. Serialised it is a few kilobytes (the gateway keeps it in Redis).
 
+The profile also keeps one number from enrolment, the cadence self-consistency (scoring.cadence_model.
+self_consistency: how well parts of the enrolment predict each other), which normalises the cadence evidence per
+user. It is a property of the enrolment and stays as it is when sessions are learned.
+
 Drift control: `learn()` merges a session's statistics only when the session raised nothing (`summary.flagged` is
 False), and counts per feature are capped so that old behaviour fades instead of outvoting recent behaviour.
 """
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass, field
 
@@ -19,7 +24,10 @@ from . import features as F
 from .stats import accumulate, cap_counts, merge
 
 PROFILE_MAGIC = b"ZTPF"
-PROFILE_VERSION = 2  # 2: a third reaction type (pointer arrival -> click)
+PROFILE_VERSION = 3  # 2: a third reaction type (pointer arrival -> click); 3: cadence self-consistency
+# version 2 profiles are read (migrated) with an unknown self-consistency: their users are not normalised until
+# they enrol again, everything else is as it was
+_MIGRATES = (2,)
 PROFILE_MAX_BYTES = 64 * 1024
 # a feature never weighs more than this many observations: learning keeps following slow drift
 FEATURE_MEMORY = 400.0
@@ -29,6 +37,7 @@ MIN_LEARN_KEYSTROKES = 20
 N_POINTER_FEATURES = 3  # straightness, log speed (px/ms), log sampling rate (Hz)
 
 _HEADER = struct.Struct("<4sHHI")  # magic, version, reserved, sessions
+_TRAILER = struct.Struct("<f")  # version 3: cadence self-consistency (NaN: unknown)
 _ARRAY_SIZES = (
     ("key_n", F.N_KEY_FEATURES),
     ("key_mean", F.N_KEY_FEATURES),
@@ -119,6 +128,7 @@ class Profile:
     stats: TimingStats = field(default_factory=TimingStats)
     sessions: int = 0
     version: int = PROFILE_VERSION
+    cadence_self: float = math.nan  # mean log ratio per observation of the enrolment judged by its own other parts
 
     @property
     def keystrokes(self) -> int:
@@ -129,9 +139,9 @@ class Profile:
         return int(self.stats.react_n.sum())
 
     def to_bytes(self) -> bytes:
-        head = _HEADER.pack(PROFILE_MAGIC, self.version, 0, min(self.sessions, 2**32 - 1))
+        head = _HEADER.pack(PROFILE_MAGIC, PROFILE_VERSION, 0, min(self.sessions, 2**32 - 1))
         body = np.concatenate(self.stats.arrays()).astype("<f4").tobytes()
-        return head + body
+        return head + body + _TRAILER.pack(self.cadence_self)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "Profile":
@@ -143,12 +153,18 @@ class Profile:
         magic, version, _, sessions = _HEADER.unpack_from(data)
         if magic != PROFILE_MAGIC:
             raise ProfileError("not a ztgate profile")
-        if version != PROFILE_VERSION:
+        if version != PROFILE_VERSION and version not in _MIGRATES:
             raise ProfileError(f"profile version {version} is not supported (expected {PROFILE_VERSION}): "
                                "reset it (`ztgate profiles reset USER`) and let the user enrol again")
         total = sum(size for _, size in _ARRAY_SIZES)
-        if len(data) != _HEADER.size + 4 * total:
-            raise ProfileError(f"profile body has {len(data) - _HEADER.size} bytes, expected {4 * total}")
+        expected = 4 * total + (_TRAILER.size if version == PROFILE_VERSION else 0)
+        if len(data) != _HEADER.size + expected:
+            raise ProfileError(f"profile body has {len(data) - _HEADER.size} bytes, expected {expected}")
+        cadence_self = math.nan
+        if version == PROFILE_VERSION:
+            (cadence_self,) = _TRAILER.unpack_from(data, _HEADER.size + 4 * total)
+            if math.isinf(cadence_self):
+                raise ProfileError("cadence self-consistency: infinite")
         flat = np.frombuffer(data, dtype="<f4", offset=_HEADER.size).astype(np.float64)
         arrays = []
         pos = 0
@@ -157,7 +173,7 @@ class Profile:
             pos += size
         stats = TimingStats(*arrays)
         stats.validate()
-        return cls(stats=stats, sessions=int(sessions), version=int(version))
+        return cls(stats=stats, sessions=int(sessions), version=PROFILE_VERSION, cadence_self=float(cadence_self))
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,18 +207,34 @@ class SessionSummary:
 def enrol(batches) -> Profile:
     """A profile from a user's genuine input: each batch is one continuous recording (timings are not joined across
     batches). Events that cannot be used (bad timestamps, unknown kinds) are skipped, never guessed."""
+    from .cadence_model import default_prior, self_consistency, shipped_prior
     from .events import MAX_BATCH, sanitize
+    from .population import shipped_population
     from .scorer import SessionScorer  # the scorer owns the one extraction pipeline
 
+    class _Recording(SessionScorer):
+        """Also keeps the key observations in typing order, for the self-consistency (enrolment only)."""
+
+        def _stage_keys(self, ids: np.ndarray, values: np.ndarray) -> None:
+            seen.append((ids.astype(np.int64), values.copy()))
+            super()._stage_keys(ids, values)
+
     stats = TimingStats()
+    seen: list[tuple[np.ndarray, np.ndarray]] = []
     for batch in batches:
         clean, _ = sanitize(np.asarray(batch))
-        scorer = SessionScorer(None)
+        scorer = _Recording(None)
         for start in range(0, len(clean), MAX_BATCH):
             scorer.update(clean[start : start + MAX_BATCH])
         stats.merge_from(scorer.session_stats())
     stats.cap(FEATURE_MEMORY)
-    return Profile(stats=stats, sessions=len(batches))
+    consistency = math.nan
+    if seen:
+        ids = np.concatenate([i for i, _ in seen])
+        values = np.concatenate([v for _, v in seen])
+        prior = shipped_prior() or default_prior(shipped_population())
+        consistency = self_consistency(ids, values, prior, FEATURE_MEMORY)
+    return Profile(stats=stats, sessions=len(batches), cadence_self=consistency)
 
 
 def learn(profile: Profile, summary: SessionSummary) -> Profile:
@@ -215,4 +247,4 @@ def learn(profile: Profile, summary: SessionSummary) -> Profile:
     stats = profile.stats.copy()
     stats.merge_from(summary.stats)
     stats.cap(FEATURE_MEMORY)
-    return Profile(stats=stats, sessions=profile.sessions + 1, version=profile.version)
+    return Profile(stats=stats, sessions=profile.sessions + 1, version=profile.version, cadence_self=profile.cadence_self)

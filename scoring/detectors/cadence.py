@@ -6,7 +6,10 @@ The judgement is scoring.cadence_model's: a hierarchical model of the user's log
 In a session the model's sufficient statistics decay per observation, so the evidence always covers roughly the
 last 1/(1 - decay) observations: a change of person mid-session shows as soon as the new typing dominates, genuine
 typing pulls the evidence back down, and the state is a fixed handful of numbers plus a ring for the explanation.
-The alarm level (score 0.5) and the decay are calibrated on training users only (scoring/eval/freetext.py).
+The evidence is normalised per user by the profile's self-consistency (how well the enrolment predicted itself),
+so that users whose genuine typing fits their own model less well do not raise most of the false alarms. The alarm
+level (score 0.5), the decay and the normalisation's weight are set on training users only
+(scoring/eval/freetext.py).
 
 `UserModel` and `cusum` are the earlier per-observation Gaussian ratio and Page's CUSUM, kept for the benchmark
 and the relay detector.
@@ -102,7 +105,9 @@ class CadenceDetector:
         self.population = population
         self.prior = prior or shipped_prior() or default_prior(population)
         self.profile_keystrokes = profile.keystrokes if profile is not None else 0
-        self.model = UserCadenceModel.from_stats(profile.stats, self.prior) if profile is not None else None
+        self.model = (
+            UserCadenceModel.from_stats(profile.stats, self.prior, profile.cadence_self) if profile is not None else None
+        )
         self.ring = Ring(EXPLAIN_WINDOW, {"fid": "i2", "z": "f4", "llr": "f4"})
         self.stat = np.zeros(3)  # impostor evidence now, observations, peak evidence at a batch end (once sufficient)
         self.sums = np.zeros(STATE_SIZE)  # the model's decayed sufficient statistics

@@ -61,8 +61,13 @@ def markdown(protocol: str, r: dict) -> str:
             c = cont[0]
             lines += [
                 "",
-                "Continuous mode (cadence: decayed-window log-likelihood ratio; alarm level calibrated on training users for ANGA >= "
-                f"{p['anga_target_train']}; another test user's typing spliced in after {p['splice_after_sentences']} "
+                "Continuous mode (cadence: decayed-window log-likelihood ratio"
+                + (f", normalised per user by the enrolment's self-consistency (weight {p['self_weight']:g})"
+                   if p.get("self_weight") else "")
+                + f"; alarm level calibrated on training users for ANGA >= {p['anga_target_train']}"
+                + (f" (each enrolled {1 + p['calibration_rotations']} times on different sentences)"
+                   if p.get("calibration_rotations") else "")
+                + f"; another test user's typing spliced in after {p['splice_after_sentences']} "
                 "genuine sentences). Goal: ANIA <= 100 at ANGA >= 20,000.",
                 "",
                 "| alarm level | ANGA (genuine keystrokes per false alarm) | false alarms | ANIA mean | ANIA p95 | ANIA median | impostors detected |",

@@ -137,3 +137,75 @@ def test_default_prior_from_a_population_is_usable():
     p = default_prior(scoring.shipped_population())
     p.validate()
     assert p.offset_var.shape == (N_GROUPS,)
+
+
+def _wandering_user(rng, n: int = 400):
+    """A person whose speed changes from one part of the typing to the next (an inconsistent enrolment)."""
+    parts = [_synthetic_user(rng, speed, n // 5) for speed in (-0.3, 0.3, -0.3, 0.3, 0.0)]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def test_self_consistency_is_high_for_a_steady_typist_and_nan_when_too_short(prior):
+    from scoring.cadence_model import self_consistency
+
+    rng = np.random.default_rng(3)
+    steady = self_consistency(*_synthetic_user(rng, 0.2), prior, 400.0)
+    wandering = self_consistency(*_wandering_user(rng), prior, 400.0)
+    assert np.isfinite(steady) and np.isfinite(wandering)
+    assert steady > wandering
+    ids, values = _synthetic_user(rng, 0.2, n=20)
+    assert np.isnan(self_consistency(ids, values, prior, 400.0))
+
+
+def test_self_normalisation_shifts_each_log_ratio_by_a_bounded_constant(prior):
+    from scoring.cadence_model import SELF_SHIFT_MAX
+
+    rng = np.random.default_rng(4)
+    stats = _stats(*_synthetic_user(rng, 0.0))
+    ids, values = _synthetic_user(rng, 0.0, n=50)
+    plain = UserCadenceModel(*stats, prior.with_self_norm(0.3, 0.5), np.nan).observe(ids, values)  # unknown: none
+    assert np.allclose(plain.llr, UserCadenceModel(*stats, prior).observe(ids, values).llr)
+    low = UserCadenceModel(*stats, prior.with_self_norm(0.3, 0.5), 0.1).observe(ids, values)
+    assert np.allclose(low.llr - plain.llr, 0.1)  # -0.5 * (0.1 - 0.3): less evidence against this user
+    far = UserCadenceModel(*stats, prior.with_self_norm(0.3, 1.0), 50.0).observe(ids, values)
+    assert np.allclose(far.llr - plain.llr, -SELF_SHIFT_MAX)
+    assert np.allclose(low.res_over_var, plain.res_over_var)  # the offset terms are untouched
+
+
+def test_prior_version_1_is_read_without_normalisation(prior):
+    import io
+
+    normed = prior.with_self_norm(0.25, 0.5)
+    back = CadencePrior.from_npz(normed.to_npz(), source="test")
+    assert (back.self_ref, back.self_weight) == (0.25, 0.5)
+    with np.load(io.BytesIO(normed.to_npz())) as z:
+        arrays = dict(z)
+    arrays["version"] = np.array([1])
+    arrays["scalars"] = arrays["scalars"][:2]
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    old = CadencePrior.from_npz(buf.getvalue(), source="test")
+    assert old.self_weight == 0.0 and old.self_shift(0.0) == 0.0 and old.alarm == prior.alarm
+
+
+def test_profile_keeps_its_self_consistency_and_version_2_profiles_migrate():
+    from scoring.profile import _HEADER, PROFILE_VERSION
+
+    profile = scoring.enrol([typing(300, seed=1), typing(300, seed=2, t0=1e6)])
+    assert np.isfinite(profile.cadence_self)
+    back = scoring.Profile.from_bytes(profile.to_bytes())
+    assert back.cadence_self == pytest.approx(profile.cadence_self, abs=1e-6)
+    summary = scoring.SessionScorer(back)
+    feed(summary, typing(200, seed=3, t0=2e6))
+    learned = scoring.learn(back, summary.summary())
+    assert learned.sessions == back.sessions + 1 and learned.cadence_self == back.cadence_self
+    # a version 2 profile (no trailer) is read with an unknown self-consistency and written back as the current one
+    body = profile.to_bytes()[_HEADER.size : -4]
+    old = scoring.Profile.from_bytes(_HEADER.pack(b"ZTPF", 2, 0, 2) + body)
+    assert np.isnan(old.cadence_self) and np.allclose(old.stats.key_mean, back.stats.key_mean)
+    assert scoring.Profile.from_bytes(old.to_bytes()).version == PROFILE_VERSION
+    assert scoring.SessionScorer(old).cadence.model.shift == 0.0
+    with pytest.raises(scoring.ProfileError, match="version 1"):
+        scoring.Profile.from_bytes(_HEADER.pack(b"ZTPF", 1, 0, 2) + body)
+    with pytest.raises(scoring.ProfileError, match="bytes"):
+        scoring.Profile.from_bytes(_HEADER.pack(b"ZTPF", PROFILE_VERSION, 0, 2) + body)  # trailer missing
