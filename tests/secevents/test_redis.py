@@ -76,6 +76,17 @@ def sink_cfg(tmp_path, url, extra=None):
                    "timeout": 0.5, "min_backoff": 0.02, "max_backoff": 0.3}]})
 
 
+def jsonl_cfg(out: Path) -> EventsConfig:
+    """A Redis outbox (stream gw:outbox) delivering to one JSONL file sink."""
+    return EventsConfig.from_dict({"outbox": {"stream": "gw:outbox"},
+                                   "sinks": [{"type": "jsonl", "name": "file", "path": str(out),
+                                              "min_backoff": 0.02, "max_backoff": 0.2}]})
+
+
+def delivered_ids(out: Path) -> list[str]:
+    return [json.loads(line)["metadata"]["uid"] for line in out.read_text().splitlines()] if out.exists() else []
+
+
 @pytest.mark.slow
 async def test_consumer_group_reads_the_stream_and_redis_restart_loses_nothing(tmp_path, redis_server):
     client = aioredis.from_url(redis_server.url)
@@ -125,16 +136,14 @@ async def test_consumer_group_reads_the_stream_and_redis_restart_loses_nothing(t
 @pytest.mark.slow
 async def test_redis_outbox_delivers_and_resumes_after_restart(tmp_path, redis_server):
     out = tmp_path / "events.jsonl"
-    cfg = EventsConfig.from_dict({"outbox": {"stream": "gw:outbox"},
-                                  "sinks": [{"type": "jsonl", "name": "file", "path": str(out),
-                                             "min_backoff": 0.02, "max_backoff": 0.2}]})
+    cfg = jsonl_cfg(out)
     events = SecurityEvents(cfg, "gw-r", redis_server.url)
     await events.start()
     ids = [await events.emit_decision(make_decision("step_up"), make_session(sid=f"s-{i}"), None, None)
            for i in range(5)]
 
     def lines():
-        return [json.loads(l)["metadata"]["uid"] for l in out.read_text().splitlines()] if out.exists() else []
+        return delivered_ids(out)
 
     async def five():
         return len(lines()) >= 5
@@ -195,9 +204,7 @@ async def test_redis_outbox_trims_only_what_every_sink_delivered(tmp_path, redis
 @pytest.mark.slow
 async def test_events_emitted_while_redis_is_down_wait_in_the_spool_and_arrive_in_order(tmp_path, redis_server):
     out = tmp_path / "events.jsonl"
-    cfg = EventsConfig.from_dict({"outbox": {"stream": "gw:outbox"},
-                                  "sinks": [{"type": "jsonl", "name": "file", "path": str(out),
-                                             "min_backoff": 0.02, "max_backoff": 0.2}]})
+    cfg = jsonl_cfg(out)
     spool = tmp_path / "spool"
     events = SecurityEvents(cfg, "gw-r", redis_server.url, spool_dir=str(spool))
     await events.start()
@@ -215,7 +222,7 @@ async def test_events_emitted_while_redis_is_down_wait_in_the_spool_and_arrive_i
     ids.append(await events.emit_logoff(make_session(sid="s-1"), "after the outage"))  # queued behind the spool
 
     def lines():
-        return [json.loads(l)["metadata"]["uid"] for l in out.read_text().splitlines()] if out.exists() else []
+        return delivered_ids(out)
 
     async def all_delivered():
         return len(lines()) >= len(ids)
@@ -229,9 +236,7 @@ async def test_events_emitted_while_redis_is_down_wait_in_the_spool_and_arrive_i
 @pytest.mark.slow
 async def test_a_restarted_gateway_forwards_what_its_spool_still_holds(tmp_path, redis_server):
     out = tmp_path / "events.jsonl"
-    cfg = EventsConfig.from_dict({"outbox": {"stream": "gw:outbox"},
-                                  "sinks": [{"type": "jsonl", "name": "file", "path": str(out),
-                                             "min_backoff": 0.02, "max_backoff": 0.2}]})
+    cfg = jsonl_cfg(out)
     spool = tmp_path / "spool"
     events = SecurityEvents(cfg, "gw-r", redis_server.url, spool_dir=str(spool))
     await events.start()
@@ -243,7 +248,7 @@ async def test_a_restarted_gateway_forwards_what_its_spool_still_holds(tmp_path,
     await events.start()
 
     def lines():
-        return [json.loads(l)["metadata"]["uid"] for l in out.read_text().splitlines()] if out.exists() else []
+        return delivered_ids(out)
 
     async def delivered():
         return len(lines()) >= 2
