@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any, Callable
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
@@ -21,3 +23,13 @@ def write_section(section: str, path: Path = BENCHMARKS) -> None:
         end = text.find("\n## ", start + len(heading))
         text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
     path.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
+
+
+def publish(result: dict[str, Any], render: Callable[[dict[str, Any]], str], *, as_json: bool, write: bool,
+            path: Path = BENCHMARKS) -> int:
+    """A benchmark's last step: its section written to the docs (unless --no-write), the result printed."""
+    section = render(result)
+    if write:
+        write_section(section, path)
+    print(json.dumps(result, indent=2) if as_json else section)
+    return 0

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import platform
 import re
@@ -27,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from bench.docs import write_section
+from bench.docs import publish
 
 SECTION = "## Proxy throughput"
 ROOT = Path(__file__).resolve().parents[1]
@@ -328,13 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as exc:
         print(f"ztgate bench proxy: {exc}", file=sys.stderr)
         return 1
-    if not args.no_write:
-        write_section(render_section(result), DOC)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print(render_section(result))
-    return 0
+    return publish(result, render_section, as_json=args.json, write=not args.no_write, path=DOC)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.docs import write_section
+from bench.docs import publish
 
 SECTION = "## Proxy hooks"
 ROOT = Path(__file__).resolve().parents[1]
@@ -211,10 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
         print(f"bench proxy_hooks: {exc}", file=sys.stderr)
         return 1
-    if not args.no_write:
-        write_section(render_section(result), DOC)
-    print(json.dumps(result, indent=2) if args.json else render_section(result))
-    return 0
+    return publish(result, render_section, as_json=args.json, write=not args.no_write, path=DOC)
 
 
 if __name__ == "__main__":

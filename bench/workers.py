@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import secrets
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.proxy import HELLO_SERVER, _free_port, _process, _sign_in, _summarise, _wait_http, load
-from bench.docs import write_section
+from bench.docs import publish
 
 SECTION = "## Workers"
 ROOT = Path(__file__).resolve().parents[1]
@@ -174,10 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     except (RuntimeError, subprocess.SubprocessError) as exc:
         print(f"ztgate bench workers: {exc}", file=sys.stderr)
         return 1
-    if not args.no_write:
-        write_section(render_section(result), DOC)
-    print(json.dumps(result, indent=2) if args.json else render_section(result))
-    return 0
+    return publish(result, render_section, as_json=args.json, write=not args.no_write, path=DOC)
 
 
 if __name__ == "__main__":

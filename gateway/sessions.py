@@ -123,13 +123,12 @@ class Sessions:
     async def get(self, sid: str) -> SessionRecord | None:
         """The session, or None if unknown/expired. Raises StoreUnavailable only when the store is down and
         this process has no recent view of the session and fail_mode is closed."""
+        cached = self.get_cached(sid)
+        if cached is not NOT_CACHED:
+            return cached  # type: ignore[return-value]
         now = self.clock()
-        if self.is_revoked(sid):
-            return self._tombstone_record(sid)
         entry = self._cache.get(sid)
         fresh = entry is not None and now - entry.fetched < self.store_cfg.cache_seconds
-        if fresh and self._channel_live:
-            return entry.record
         try:
             record = await self.store.get_session(sid)
             self.store_healthy = True
@@ -237,9 +236,9 @@ class Sessions:
 
     async def touch(self, record: SessionRecord, client_ip: str) -> None:
         """Notes activity, without writing the store on every request."""
-        now = self.clock()
-        if now - record.last_seen < _TOUCH_EVERY and record.client_ip == client_ip:
+        if not self.touch_due(record, client_ip):
             return
+        now = self.clock()
         record.last_seen = now
         record.client_ip = client_ip
         try:

@@ -17,8 +17,8 @@ import asyncio
 import contextlib
 import fcntl
 import json
-import os
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -241,12 +241,14 @@ class FileOutbox:
     def _state_path(self, sink: str) -> Path:
         return self.state_dir / f"{sink}.json"
 
-    async def load_state(self, sink: str) -> dict | None:
-        p = self._state_path(sink)
+    def read_state(self, sink: str) -> dict | None:
         try:
-            return json.loads(p.read_text())
+            return json.loads(self._state_path(sink).read_text())
         except (FileNotFoundError, ValueError):
             return None
+
+    async def load_state(self, sink: str) -> dict | None:
+        return self.read_state(sink)
 
     def _save_state_sync(self, sink: str, state: dict) -> None:
         p = self._state_path(sink)
@@ -536,8 +538,8 @@ class SpooledRedisOutbox(RedisOutbox):
 
     def _load_cursor(self) -> int:
         try:
-            return int(json.loads((self.spool.state_dir / f"{SPOOL_CURSOR}.json").read_text())["pos"])
-        except (FileNotFoundError, ValueError, KeyError):
+            return int((self.spool.read_state(SPOOL_CURSOR) or {}).get("pos", 0))
+        except (TypeError, ValueError):
             return 0
 
     @property
