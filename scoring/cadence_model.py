@@ -1,6 +1,6 @@
 """The cadence model: is a stretch of typing the claimed user's, or someone else's?
 
-A hierarchical Gaussian model of log timings (dwell per key class, down-down flight per class pair), fitted from
+A hierarchical Gaussian model of log timings (dwell per key class, down-down and up-up flight per class pair), fitted from
 the profile's per-feature statistics and a population prior built from training users only:
 
 - A person's timings sit at the population mean plus a per-person offset shared by a whole group of features (a
@@ -41,7 +41,7 @@ from . import features as F
 from .keys import KeyClass
 from .stats import accumulate, cap_counts, merge
 
-PRIOR_VERSION = 2  # 2: the self-consistency normalisation (self_ref, self_weight)
+PRIOR_VERSION = 3  # 2: the self-consistency normalisation (self_ref, self_weight); 3: up-up flights
 CLIP_SD = 3.0
 MIN_POPULATION_USERS = 20
 # 8 stays: a larger VAR_SHRINK (100) lowered the verification EER at 50 keystrokes a little (training users 5.3% ->
@@ -70,8 +70,24 @@ GROUP_NAMES = (
     "letter->space flight",
     "space->letter flight",
     "other flight",
+    "letter->letter release, alternating hands",
+    "letter->letter release, same hand",
+    "letter->space release",
+    "space->letter release",
+    "other release",
 )
 N_GROUPS = len(GROUP_NAMES)
+
+
+def _pair_group(p: int, c: int, first: int) -> int:
+    """The group of a flight between classes p and c, counted from the block's first group."""
+    if p in _LETTERS and c in _LETTERS:
+        return first + (1 if (p in _LEFT) == (c in _LEFT) else 0)
+    if p in _LETTERS and c == KeyClass.SPACE:
+        return first + 2
+    if p == KeyClass.SPACE and c in _LETTERS:
+        return first + 3
+    return first + 4
 
 
 def _feature_groups() -> np.ndarray:
@@ -80,15 +96,8 @@ def _feature_groups() -> np.ndarray:
         g[c] = 0 if c in _LETTERS else (1 if c == KeyClass.SPACE else 2)
     for p in range(F.N_KEY_CLASSES):
         for c in range(F.N_KEY_CLASSES):
-            fid = F.FLIGHT_BASE + p * F.N_KEY_CLASSES + c
-            if p in _LETTERS and c in _LETTERS:
-                g[fid] = 4 if (p in _LEFT) == (c in _LEFT) else 3
-            elif p in _LETTERS and c == KeyClass.SPACE:
-                g[fid] = 5
-            elif p == KeyClass.SPACE and c in _LETTERS:
-                g[fid] = 6
-            else:
-                g[fid] = 7
+            g[F.FLIGHT_BASE + p * F.N_KEY_CLASSES + c] = _pair_group(p, c, 3)
+            g[F.RELEASE_BASE + p * F.N_KEY_CLASSES + c] = _pair_group(p, c, 8)
     return g
 
 
@@ -107,7 +116,7 @@ class CadencePrior:
     decay: float = DEFAULT_DECAY
     alarm: float = DEFAULT_ALARM  # impostor evidence at which the cadence score is 0.5
     # per-user normalisation: each observation's log ratio moves by -self_weight * (user's self-consistency -
-    # self_ref), self_ref being the training users' mean; weight 0 turns it off (priors of version 1)
+    # self_ref), self_ref being the training users' mean; weight 0 turns it off
     self_ref: float = 0.0
     self_weight: float = 0.0
     source: str = "defaults"
@@ -130,13 +139,16 @@ class CadencePrior:
     def from_npz(cls, data: bytes, source: str) -> "CadencePrior":
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             version = int(z["version"][0])
-            if version not in (1, PRIOR_VERSION):
-                raise ValueError(f"cadence prior version {version} is not supported (expected {PRIOR_VERSION})")
+            if version != PRIOR_VERSION:
+                # older priors have no up-up flights: their arrays do not fit the feature space any more
+                raise ValueError(
+                    f"cadence prior version {version} is not supported (expected {PRIOR_VERSION}): refit it with "
+                    "`python -m scoring.eval.build_cadence_prior`"
+                )
             s = z["scalars"]
-            if len(s) != (2 if version == 1 else 4):
+            if len(s) != 4:
                 raise ValueError(f"cadence prior version {version}: {len(s)} scalars")
-            # version 1 had no self-consistency normalisation: weight 0 keeps its behaviour
-            ref, weight = (0.0, 0.0) if version == 1 else (float(s[2]), float(s[3]))
+            ref, weight = float(s[2]), float(s[3])
             prior = cls(
                 mean=z["mean"].astype(np.float64),
                 within_var=z["within_var"].astype(np.float64),

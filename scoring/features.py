@@ -7,6 +7,13 @@ memory stays bounded however long it runs, and the same code serves the offline 
 Key feature space (used by profiles and the cadence detector), all in log milliseconds:
   ids 0..15              dwell of key class c (down -> up)
   ids 16 + 16*p + c      down-down flight from class p to class c (pauses excluded)
+  ids 272 + 16*p + c     up-up flight: from the release of a class-p key to the next release, of a class-c key
+                         (pauses excluded)
+
+The release flight carries what the down-down flight and the dwells do not: how a person overlaps keys (rolling
+over, or lifting one before pressing the next) shows in the order and spacing of the releases. The classical
+up-down interval (release to the next press) is that flight minus a dwell; it goes negative on roll-over, so it
+has no log, while the up-up interval stays positive and keeps every pair.
 """
 
 from __future__ import annotations
@@ -22,8 +29,10 @@ from .keys import N_KEY_CLASSES, KeyClass
 
 N_DWELL = N_KEY_CLASSES
 N_FLIGHT = N_KEY_CLASSES * N_KEY_CLASSES
-N_KEY_FEATURES = N_DWELL + N_FLIGHT
+N_RELEASE = N_KEY_CLASSES * N_KEY_CLASSES
+N_KEY_FEATURES = N_DWELL + N_FLIGHT + N_RELEASE
 FLIGHT_BASE = N_DWELL
+RELEASE_BASE = N_DWELL + N_FLIGHT
 
 PAUSE_MS = 1500.0  # a longer gap between downs is a pause, not a flight
 MAX_DWELL_MS = 1500.0  # a key held longer is a held key (or a lost key-up), not typing rhythm
@@ -50,13 +59,20 @@ def flight_id(prev_cls, cls):
     return FLIGHT_BASE + np.asarray(prev_cls, dtype=np.int64) * N_KEY_CLASSES + np.asarray(cls, dtype=np.int64)
 
 
+def release_id(prev_cls, cls):
+    return RELEASE_BASE + np.asarray(prev_cls, dtype=np.int64) * N_KEY_CLASSES + np.asarray(cls, dtype=np.int64)
+
+
 # ---------------------------------------------------------------------------------------------------- keystrokes
-KEY_CARRY_SIZE = 2 + N_KEY_CLASSES  # last down time, its class, pending down time per class
+# last down time, its class, pending down time per class, last up time, its class
+KEY_CARRY_SIZE = 4 + N_KEY_CLASSES
+_UP = 2 + N_KEY_CLASSES  # where the last up's time and class sit in the carry
 
 
 def new_key_carry() -> np.ndarray:
     carry = np.full(KEY_CARRY_SIZE, np.nan)
     carry[1] = KeyClass.UNKNOWN
+    carry[_UP + 1] = KeyClass.UNKNOWN
     return carry
 
 
@@ -95,8 +111,17 @@ def extract_keystrokes(t: np.ndarray, kind: np.ndarray, cls: np.ndarray, carry: 
         is_flight = (dd >= 0) & (dd < PAUSE_MS)
         pauses = int(np.count_nonzero(dd >= PAUSE_MS))
 
+    # up-up flights, continuing from the previous batch's last up
+    up_t = t[~is_down]
+    up_cls = cls[~is_down]
+    prev_up_t = np.concatenate(([carry[_UP]], up_t[:-1]))
+    prev_up_cls = np.concatenate(([carry[_UP + 1]], up_cls[:-1])).astype(np.int64)
+    uu = up_t - prev_up_t
+    with np.errstate(invalid="ignore"):
+        is_release = (uu >= 0) & (uu < PAUSE_MS)
+
     # dwell: within one class, a down immediately followed by an up (pending downs of the last batch first)
-    pending = carry[2:]
+    pending = carry[2:_UP]
     pend_cls = np.flatnonzero(np.isfinite(pending))
     ev_t = np.concatenate((pending[pend_cls], t))
     ev_cls = np.concatenate((pend_cls, cls))
@@ -124,14 +149,19 @@ def extract_keystrokes(t: np.ndarray, kind: np.ndarray, cls: np.ndarray, carry: 
         latest = s_t.max()
         with np.errstate(invalid="ignore"):
             new_pending[new_pending < latest - MAX_DWELL_MS] = np.nan  # a lost key-up must not pair much later
-    new_carry[2:] = new_pending
+    new_carry[2:_UP] = new_pending
+    if len(up_t):
+        new_carry[_UP] = up_t[-1]
+        new_carry[_UP + 1] = up_cls[-1]
+    else:
+        new_carry[_UP : _UP + 2] = carry[_UP : _UP + 2]
 
     flight = dd[is_flight]
     f_prev = prev_cls[is_flight]
     f_cls = down_cls[is_flight]
-    ids = np.concatenate((dwell_cls, flight_id(f_prev, f_cls)))
-    values = np.log(np.maximum(np.concatenate((dwell, flight)), MIN_LOG_MS))
-    times = np.concatenate((dwell_end, down_t[is_flight]))
+    ids = np.concatenate((dwell_cls, flight_id(f_prev, f_cls), release_id(prev_up_cls[is_release], up_cls[is_release])))
+    values = np.log(np.maximum(np.concatenate((dwell, flight, uu[is_release])), MIN_LOG_MS))
+    times = np.concatenate((dwell_end, down_t[is_flight], up_t[is_release]))
     order = np.argsort(times, kind="stable")  # evidence accumulates in the order it happened
     ids, values, times = ids[order], values[order], times[order]
     return (
@@ -148,11 +178,15 @@ def _extract_keystrokes_small(t: list, kind: list, cls: list, carry: np.ndarray)
     c_list = carry.tolist()
     prev_t, prev_c = c_list[0], c_list[1]
     prev_c = int(prev_c) if prev_c == prev_c else int(KeyClass.UNKNOWN)
+    prev_ut, prev_uc = c_list[_UP], c_list[_UP + 1]
+    prev_uc = int(prev_uc) if prev_uc == prev_uc else int(KeyClass.UNKNOWN)
+    latest_up = None
     down_t, down_cls, flight, f_prev, f_cls, flight_t = [], [], [], [], [], []
+    release, r_ids, release_t = [], [], []
     pauses = 0
     # per class, events in (time, up) order as the vectorised lexsort sees them: pending downs first
     per_cls: dict[int, list[tuple[float, bool]]] = {}
-    for c, v in enumerate(c_list[2:]):
+    for c, v in enumerate(c_list[2:_UP]):
         if v == v:  # not NaN
             per_cls[c] = [(v, False)]
     for ti, ki, ci in zip(t, kind, cls):
@@ -174,6 +208,14 @@ def _extract_keystrokes_small(t: list, kind: list, cls: list, carry: np.ndarray)
             down_t.append(ti)
             down_cls.append(ci)
             prev_t, prev_c = ti, ci
+        else:
+            uu = ti - prev_ut
+            if 0.0 <= uu < PAUSE_MS:
+                release.append(uu)
+                r_ids.append(RELEASE_BASE + prev_uc * N_KEY_CLASSES + ci)
+                release_t.append(ti)
+            prev_ut, prev_uc = ti, ci
+            latest_up = (ti, ci)
     dwell, dwell_cls, dwell_end = [], [], []
     pending = [math.nan] * N_KEY_CLASSES
     latest = -math.inf
@@ -193,15 +235,16 @@ def _extract_keystrokes_small(t: list, kind: list, cls: list, carry: np.ndarray)
             latest = last_t
     limit = latest - MAX_DWELL_MS
     pending = [math.nan if p < limit else p for p in pending]  # a lost key-up must not pair much later
-    new_carry = np.array([prev_t, prev_c, *pending] if down_t else [c_list[0], c_list[1], *pending])
-    times = dwell_end + flight_t
-    raw = dwell + flight
-    ids = dwell_cls + [FLIGHT_BASE + p * N_KEY_CLASSES + c for p, c in zip(f_prev, f_cls)]
+    up_part = list(latest_up) if latest_up is not None else c_list[_UP : _UP + 2]
+    new_carry = np.array([prev_t, prev_c, *pending, *up_part] if down_t else [c_list[0], c_list[1], *pending, *up_part])
+    times = dwell_end + flight_t + release_t
+    raw = dwell + flight + release
+    ids = dwell_cls + [FLIGHT_BASE + p * N_KEY_CLASSES + c for p, c in zip(f_prev, f_cls)] + r_ids
     order = sorted(range(len(times)), key=times.__getitem__)  # stable, as the vectorised argsort
     log = math.log
     n_obs, n_dw, n_fl, n_dn = len(order), len(dwell), len(flight), len(down_t)
     floats = np.array(
-        [log(raw[i]) if raw[i] > MIN_LOG_MS else _LOG_MIN for i in order] + [times[i] for i in order] + raw + down_t,
+        [log(raw[i]) if raw[i] > MIN_LOG_MS else _LOG_MIN for i in order] + [times[i] for i in order] + dwell + flight + down_t,
         dtype=np.float64,
     )
     ints = np.array([ids[i] for i in order] + dwell_cls + f_prev + f_cls + down_cls, dtype=np.int64)

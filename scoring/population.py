@@ -3,8 +3,8 @@
 The cadence detector compares a session with the claimed user's profile *and* with the population (a likelihood
 ratio, as in speaker verification with a universal background model); the relay detector falls back to the
 population's reaction times when the user has no profile. The shipped `data/population.npz` is built from the
-training half of the Aalto users only (`python -m scoring.eval.build_population --data PATH`), so no evaluation
-test user is ever seen by it. Without that file, conservative built-in defaults apply.
+training half of the Aalto users only (`ztgate eval freetext --data PATH --write-population
+scoring/data/population.npz`), so no evaluation test user is ever seen by it. Without that file, conservative built-in defaults apply.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 
 from . import features as F
 
-POPULATION_VERSION = 1
+POPULATION_VERSION = 2  # 2: up-up flights in the key feature space
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +58,15 @@ class Population:
     @classmethod
     def from_npz(cls, data: bytes, source: str) -> "Population":
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
-            if int(z["version"][0]) != POPULATION_VERSION:
-                raise ValueError("population file version mismatch")
+            version = int(z["version"][0])
+            if version != POPULATION_VERSION:
+                raise ValueError(
+                    f"population file version {version} is not supported (expected {POPULATION_VERSION}): rebuild it "
+                    "with `ztgate eval freetext --write-population`"
+                )
+            for name in ("key_mean", "key_var", "key_within_var", "key_users"):
+                if z[name].shape != (F.N_KEY_FEATURES,):
+                    raise ValueError(f"population file {name}: expected shape ({F.N_KEY_FEATURES},)")
             s = z["scalars"]
             return cls(
                 key_mean=z["key_mean"],

@@ -24,10 +24,13 @@ from . import features as F
 from .stats import accumulate, cap_counts, merge
 
 PROFILE_MAGIC = b"ZTPF"
-PROFILE_VERSION = 3  # 2: a third reaction type (pointer arrival -> click); 3: cadence self-consistency
-# version 2 profiles are read (migrated) with an unknown self-consistency: their users are not normalised until
-# they enrol again, everything else is as it was
-_MIGRATES = (2,)
+# 2: a third reaction type (pointer arrival -> click); 3: cadence self-consistency; 4: up-up flights
+PROFILE_VERSION = 4
+# versions 2 and 3 are read (migrated): their key arrays have no up-up flights (the model leans on the population
+# there until sessions are learned) and their self-consistency, if any, was measured without them and is dropped,
+# so their users are not normalised until they enrol again; everything else is as it was
+_MIGRATES = (2, 3)
+_OLD_KEY_FEATURES = F.N_DWELL + F.N_FLIGHT
 PROFILE_MAX_BYTES = 64 * 1024
 # a feature never weighs more than this many observations: learning keeps following slow drift
 FEATURE_MEMORY = 400.0
@@ -37,7 +40,7 @@ MIN_LEARN_KEYSTROKES = 20
 N_POINTER_FEATURES = 3  # straightness, log speed (px/ms), log sampling rate (Hz)
 
 _HEADER = struct.Struct("<4sHHI")  # magic, version, reserved, sessions
-_TRAILER = struct.Struct("<f")  # version 3: cadence self-consistency (NaN: unknown)
+_TRAILER = struct.Struct("<f")  # since version 3: cadence self-consistency (NaN: unknown)
 _ARRAY_SIZES = (
     ("key_n", F.N_KEY_FEATURES),
     ("key_mean", F.N_KEY_FEATURES),
@@ -156,8 +159,10 @@ class Profile:
         if version != PROFILE_VERSION and version not in _MIGRATES:
             raise ProfileError(f"profile version {version} is not supported (expected {PROFILE_VERSION}): "
                                "reset it (`ztgate profiles reset USER`) and let the user enrol again")
-        total = sum(size for _, size in _ARRAY_SIZES)
-        expected = 4 * total + (_TRAILER.size if version == PROFILE_VERSION else 0)
+        key_size = F.N_KEY_FEATURES if version == PROFILE_VERSION else _OLD_KEY_FEATURES
+        sizes = [key_size if name.startswith("key_") else size for name, size in _ARRAY_SIZES]
+        total = sum(sizes)
+        expected = 4 * total + (_TRAILER.size if version >= 3 else 0)
         if len(data) != _HEADER.size + expected:
             raise ProfileError(f"profile body has {len(data) - _HEADER.size} bytes, expected {expected}")
         cadence_self = math.nan
@@ -165,12 +170,14 @@ class Profile:
             (cadence_self,) = _TRAILER.unpack_from(data, _HEADER.size + 4 * total)
             if math.isinf(cadence_self):
                 raise ProfileError("cadence self-consistency: infinite")
-        flat = np.frombuffer(data, dtype="<f4", offset=_HEADER.size).astype(np.float64)
+        flat = np.frombuffer(data, dtype="<f4", offset=_HEADER.size, count=total).astype(np.float64)
         arrays = []
         pos = 0
-        for _, size in _ARRAY_SIZES:
-            arrays.append(flat[pos : pos + size].copy())
-            pos += size
+        for (_, size), stored in zip(_ARRAY_SIZES, sizes):
+            a = np.zeros(size)
+            a[:stored] = flat[pos : pos + stored]
+            arrays.append(a)
+            pos += stored
         stats = TimingStats(*arrays)
         stats.validate()
         return cls(stats=stats, sessions=int(sessions), version=PROFILE_VERSION, cadence_self=float(cadence_self))
@@ -237,6 +244,14 @@ def enrol(batches) -> Profile:
     return Profile(stats=stats, sessions=len(batches), cadence_self=consistency)
 
 
+def merged_capped(base: TimingStats, extra: TimingStats) -> TimingStats:
+    """`base` with `extra` merged in, counts capped at FEATURE_MEMORY: how a profile takes in newer typing."""
+    stats = base.copy()
+    stats.merge_from(extra)
+    stats.cap(FEATURE_MEMORY)
+    return stats
+
+
 def learn(profile: Profile, summary: SessionSummary) -> Profile:
     """Merges a clean session into the profile. A flagged session, or one with too little evidence, changes nothing."""
     if not isinstance(summary, SessionSummary):
@@ -244,7 +259,5 @@ def learn(profile: Profile, summary: SessionSummary) -> Profile:
     summary.stats.validate()
     if summary.flagged or summary.keystrokes < MIN_LEARN_KEYSTROKES:
         return profile
-    stats = profile.stats.copy()
-    stats.merge_from(summary.stats)
-    stats.cap(FEATURE_MEMORY)
+    stats = merged_capped(profile.stats, summary.stats)
     return Profile(stats=stats, sessions=profile.sessions + 1, version=profile.version, cadence_self=profile.cadence_self)

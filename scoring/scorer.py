@@ -29,7 +29,7 @@ from .profile import Profile, SessionSummary, TimingStats
 from .signals import Assessment, Evidence, Signal
 from .trust import combine, over_alarm
 
-STATE_VERSION = 3
+STATE_VERSION = 4  # 4: up-up flights (key carry), the cadence model adapted after a step-up
 SIGNAL_NAMES = ("cadence", "relay", "automation", "network")
 # a source clock reading further than this from the batch's own median is absurd (clock jump, corrupt field)
 MAX_SRC_SPREAD_MS = 3600 * 1000.0
@@ -139,7 +139,9 @@ class SessionScorer:
         return self._last
 
     def reset_evidence(self) -> None:
-        """After a successful step-up: the evidence that caused it is cleared (the session stays `flagged`)."""
+        """After a successful step-up: the evidence that caused it is cleared (the session stays `flagged`), and the
+        cadence model takes in the session's typing so far, whose typist has just proved who they are."""
+        self.cadence.adapt(self.session_stats())
         for det in (self.cadence, self.relay, self.automation, self.network):
             det.reset()
         self._dirty = set(SIGNAL_NAMES)

@@ -25,7 +25,7 @@ from .. import features as F
 from ..keys import KeyClass
 from ..cadence_model import N_GROUPS, STATE_SIZE, CadencePrior, UserCadenceModel, decayed_sums, default_prior, impostor_evidence, shipped_prior
 from ..population import Population
-from ..profile import Profile
+from ..profile import Profile, TimingStats, merged_capped
 from ..ring import Ring
 from ..lazysignal import LazySignal
 from ..signals import Evidence, Signal
@@ -96,18 +96,24 @@ def level_to_score(level: float, alarm: float) -> float:
 def feature_name(fid: int) -> str:
     if fid < F.N_DWELL:
         return f"dwell {KeyClass(fid).name}"
-    p, c = divmod(fid - F.FLIGHT_BASE, F.N_KEY_CLASSES)
-    return f"flight {KeyClass(p).name}->{KeyClass(c).name}"
+    if fid < F.RELEASE_BASE:
+        p, c = divmod(fid - F.FLIGHT_BASE, F.N_KEY_CLASSES)
+        return f"flight {KeyClass(p).name}->{KeyClass(c).name}"
+    p, c = divmod(fid - F.RELEASE_BASE, F.N_KEY_CLASSES)
+    return f"release flight {KeyClass(p).name}->{KeyClass(c).name}"
 
 
 class CadenceDetector:
     def __init__(self, profile: Profile | None, population: Population, prior: CadencePrior | None = None):
         self.population = population
         self.prior = prior or shipped_prior() or default_prior(population)
+        self.profile = profile
         self.profile_keystrokes = profile.keystrokes if profile is not None else 0
         self.model = (
             UserCadenceModel.from_stats(profile.stats, self.prior, profile.cadence_self) if profile is not None else None
         )
+        # the key statistics the model was rebuilt from after a passed step-up (float32 n, mean, M2), else empty
+        self.adapted = np.empty(0, dtype=np.float32)
         self.ring = Ring(EXPLAIN_WINDOW, {"fid": "i2", "z": "f4", "llr": "f4"})
         self.stat = np.zeros(3)  # impostor evidence now, observations, peak evidence at a batch end (once sufficient)
         self.sums = np.zeros(STATE_SIZE)  # the model's decayed sufficient statistics
@@ -135,6 +141,23 @@ class CadenceDetector:
         self.stat[:] = 0.0
         self.sums[:] = 0.0
         self.ring.clear()
+
+    def adapt(self, session: TimingStats) -> None:
+        """After a step-up the user passed: the model takes in this session's typing so far (merged into the
+        profile's statistics as learning would, for this session only; the session stays flagged and never trains
+        the profile). People drift within a session (warming up, tiring, another keyboard); without this a drifting
+        user who has just proved who they are would be stepped up again every few dozen keystrokes, and those
+        repeats were most of the false alarms on the Aalto training users. The cost: someone who can pass the
+        step-up is no longer flagged by cadence for the rest of the session (the step-up is their security event)."""
+        if self.profile is None:
+            return
+        stats = merged_capped(self.profile.stats, session)
+        self._use_adapted(np.stack((stats.key_n, stats.key_mean, stats.key_m2)).astype(np.float32))
+
+    def _use_adapted(self, adapted: np.ndarray) -> None:
+        self.adapted = adapted
+        n, mean, m2 = adapted.astype(np.float64)
+        self.model = UserCadenceModel(n, mean, m2, self.prior, self.profile.cadence_self)
 
     def signal(self, evidence: Evidence) -> Signal:
         if self.model is None:
@@ -198,7 +221,12 @@ class CadenceDetector:
         return LazySignal(NAME, score, True, evidence, explain, details)
 
     def state(self) -> dict[str, np.ndarray]:
-        return {"cadence.stat": self.stat, "cadence.sums": self.sums, **self.ring.state("cadence.ring")}
+        return {
+            "cadence.stat": self.stat,
+            "cadence.sums": self.sums,
+            "cadence.adapted": self.adapted,
+            **self.ring.state("cadence.ring"),
+        }
 
     def load(self, state: dict[str, np.ndarray]) -> None:
         stat = np.asarray(state["cadence.stat"], dtype=np.float64)
@@ -207,4 +235,9 @@ class CadenceDetector:
             raise ValueError("cadence state: wrong shape or non-finite values (state from another version?)")
         self.stat = stat.copy()
         self.sums = sums.copy()
+        adapted = np.asarray(state["cadence.adapted"], dtype=np.float32)
+        if adapted.size:
+            if adapted.shape != (3, F.N_KEY_FEATURES) or not np.all(np.isfinite(adapted)) or self.profile is None:
+                raise ValueError("cadence state: adapted statistics of the wrong shape, non-finite, or without a profile")
+            self._use_adapted(adapted.copy())
         self.ring.load("cadence.ring", state)

@@ -133,6 +133,41 @@ def test_impostor_in_a_session_alarms_and_genuine_recovers_after_reset():
     assert a.signals["cadence"].score < 0.5
 
 
+def test_after_a_passed_step_up_a_drifted_user_is_not_stepped_up_again():
+    profile = scoring.enrol([typing(300, seed=1), typing(300, seed=2, t0=1e6)])
+    drifted = dict(dwell=65, flight=280)  # the same person, much slower today and with shorter presses
+    adapted, plain = scoring.SessionScorer(profile), scoring.SessionScorer(profile)
+    for s in (adapted, plain):
+        assert feed(s, typing(300, seed=21, t0=2e6, **drifted)).signals["cadence"].score >= 0.5
+    adapted.reset_evidence()  # what the gateway does once the user passed the step-up
+    plain.cadence.reset()  # evidence cleared, model as it was: the behaviour before adaptation
+    later = typing(300, seed=22, t0=3e6, **drifted)
+    assert feed(adapted, later).signals["cadence"].score < 0.5
+    assert feed(plain, later).signals["cadence"].score >= 0.5
+    assert adapted.flagged  # adapted for this session only: a flagged session never trains the profile
+    # the adapted model survives the session state's round trip
+    back = scoring.SessionScorer.from_bytes(adapted.to_bytes(), profile)
+    assert np.array_equal(back.cadence.model.mu, adapted.cadence.model.mu)
+    more = typing(100, seed=23, t0=4e6, **drifted)
+    assert feed(back, more).signals["cadence"].score == pytest.approx(feed(adapted, more).signals["cadence"].score)
+    # a session without a profile has nothing to adapt
+    none = scoring.SessionScorer(None)
+    none.reset_evidence()
+    assert none.cadence.model is None and none.cadence.adapted.size == 0
+
+
+def test_adapted_statistics_in_a_state_are_checked(prior):
+    profile = scoring.enrol([typing(300, seed=1)])
+    det = CadenceDetector(profile, scoring.population.default_population(), prior)
+    state = det.state()
+    state["cadence.adapted"] = np.full((3, 5), 1.0, dtype=np.float32)
+    with pytest.raises(ValueError, match="adapted"):
+        CadenceDetector(profile, scoring.population.default_population(), prior).load(state)
+    state["cadence.adapted"] = np.ones((3, F.N_KEY_FEATURES), dtype=np.float32)
+    with pytest.raises(ValueError, match="adapted"):
+        CadenceDetector(None, scoring.population.default_population(), prior).load(state)
+
+
 def test_default_prior_from_a_population_is_usable():
     p = default_prior(scoring.shipped_population())
     p.validate()
@@ -172,7 +207,7 @@ def test_self_normalisation_shifts_each_log_ratio_by_a_bounded_constant(prior):
     assert np.allclose(low.res_over_var, plain.res_over_var)  # the offset terms are untouched
 
 
-def test_prior_version_1_is_read_without_normalisation(prior):
+def test_prior_of_an_older_version_is_refused_with_the_command_that_refits_it(prior):
     import io
 
     normed = prior.with_self_norm(0.25, 0.5)
@@ -180,15 +215,14 @@ def test_prior_version_1_is_read_without_normalisation(prior):
     assert (back.self_ref, back.self_weight) == (0.25, 0.5)
     with np.load(io.BytesIO(normed.to_npz())) as z:
         arrays = dict(z)
-    arrays["version"] = np.array([1])
-    arrays["scalars"] = arrays["scalars"][:2]
+    arrays["version"] = np.array([2])  # before up-up flights: its arrays do not fit the feature space
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    old = CadencePrior.from_npz(buf.getvalue(), source="test")
-    assert old.self_weight == 0.0 and old.self_shift(0.0) == 0.0 and old.alarm == prior.alarm
+    with pytest.raises(ValueError, match="version 2 .*build_cadence_prior"):
+        CadencePrior.from_npz(buf.getvalue(), source="test")
 
 
-def test_profile_keeps_its_self_consistency_and_version_2_profiles_migrate():
+def test_profile_keeps_its_self_consistency_and_older_profiles_migrate():
     from scoring.profile import _HEADER, PROFILE_VERSION
 
     profile = scoring.enrol([typing(300, seed=1), typing(300, seed=2, t0=1e6)])
@@ -199,13 +233,42 @@ def test_profile_keeps_its_self_consistency_and_version_2_profiles_migrate():
     feed(summary, typing(200, seed=3, t0=2e6))
     learned = scoring.learn(back, summary.summary())
     assert learned.sessions == back.sessions + 1 and learned.cadence_self == back.cadence_self
-    # a version 2 profile (no trailer) is read with an unknown self-consistency and written back as the current one
+    # profiles of versions 2 (no trailer) and 3 have no up-up flights: they are read with those empty and an unknown
+    # self-consistency (measured without them), and written back as the current version
+    import struct
+
+    import scoring.features as F
+
+    n_old = F.N_DWELL + F.N_FLIGHT
+    arrays = profile.stats.arrays()
+    old_body = np.concatenate([a[:n_old] if i < 3 else a for i, a in enumerate(arrays)]).astype("<f4").tobytes()
+    for version, trailer in ((2, b""), (3, struct.pack("<f", 0.7))):
+        old = scoring.Profile.from_bytes(_HEADER.pack(b"ZTPF", version, 0, 2) + old_body + trailer)
+        assert np.isnan(old.cadence_self)
+        assert np.allclose(old.stats.key_mean[:n_old], back.stats.key_mean[:n_old])
+        assert not old.stats.key_n[F.RELEASE_BASE :].any()
+        assert scoring.Profile.from_bytes(old.to_bytes()).version == PROFILE_VERSION
+        assert scoring.SessionScorer(old).cadence.model.shift == 0.0
+    assert back.stats.key_n[F.RELEASE_BASE :].sum() > 0  # enrolment fills them
     body = profile.to_bytes()[_HEADER.size : -4]
-    old = scoring.Profile.from_bytes(_HEADER.pack(b"ZTPF", 2, 0, 2) + body)
-    assert np.isnan(old.cadence_self) and np.allclose(old.stats.key_mean, back.stats.key_mean)
-    assert scoring.Profile.from_bytes(old.to_bytes()).version == PROFILE_VERSION
-    assert scoring.SessionScorer(old).cadence.model.shift == 0.0
     with pytest.raises(scoring.ProfileError, match="version 1"):
         scoring.Profile.from_bytes(_HEADER.pack(b"ZTPF", 1, 0, 2) + body)
     with pytest.raises(scoring.ProfileError, match="bytes"):
         scoring.Profile.from_bytes(_HEADER.pack(b"ZTPF", PROFILE_VERSION, 0, 2) + body)  # trailer missing
+
+
+def test_population_file_of_another_version_or_shape_is_refused():
+    import io
+
+    from scoring.population import Population, default_population
+
+    data = default_population().to_npz()
+    assert Population.from_npz(data, source="test").key_mean.shape == (F.N_KEY_FEATURES,)
+    with np.load(io.BytesIO(data)) as z:
+        arrays = dict(z)
+    for change, message in (({"version": np.array([1])}, "version 1 .*--write-population"),
+                            ({"key_mean": arrays["key_mean"][: F.RELEASE_BASE]}, "key_mean")):
+        buf = io.BytesIO()
+        np.savez(buf, **{**arrays, **change})
+        with pytest.raises(ValueError, match=message):
+            Population.from_npz(buf.getvalue(), source="test")

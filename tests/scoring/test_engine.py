@@ -14,20 +14,44 @@ def profile():
     return scoring.enrol([typing(300, seed=1), typing(300, seed=2, t0=1e6)])
 
 
-def test_keystroke_features_pair_downs_and_ups_across_batches():
-    b = typing(40, seed=3)
+@pytest.mark.parametrize("n", [40, 100])  # 80 events: the plain-Python path throughout; 200: vectorised whole
+def test_keystroke_features_pair_downs_and_ups_across_batches(n):
+    b = typing(n, seed=3)
     ks_all, _ = F.extract_keystrokes(b["t_src"], b["kind"], b["key"], F.new_key_carry())
     carry = F.new_key_carry()
-    dwells = []
-    flights = []
+    dwells, flights, ids, values = [], [], [], []
     for i in range(0, len(b), 7):
         part = b[i : i + 7]
         ks, carry = F.extract_keystrokes(part["t_src"], part["kind"], part["key"], carry)
         dwells.append(ks.dwell_ms)
         flights.append(ks.flight_ms)
+        ids.append(ks.feature_ids)
+        values.append(ks.feature_values)
     assert np.allclose(np.sort(np.concatenate(dwells)), np.sort(ks_all.dwell_ms))
     assert np.allclose(np.concatenate(flights), ks_all.flight_ms)
-    assert len(ks_all.dwell_ms) >= 36  # same-class rollover (two keys of one class held together) pairs one of them
+    assert len(ks_all.dwell_ms) >= n - 4  # same-class rollover (two keys of one class held together) pairs one of them
+    # every feature, up-up flights included, is the same whether the stream came whole or in pieces
+    ids, values = np.concatenate(ids), np.concatenate(values)
+    assert sorted(zip(ids.tolist(), np.round(values, 9).tolist())) == sorted(
+        zip(ks_all.feature_ids.tolist(), np.round(ks_all.feature_values, 9).tolist())
+    )
+
+
+def test_up_up_flights_follow_the_releases_in_time_order():
+    # a rolls over b (b pressed before a is released, released after it), then a pause, then c
+    t = np.array([0.0, 80.0, 120.0, 200.0, 5000.0, 5090.0])
+    kind = np.array([Kind.KEY_DOWN, Kind.KEY_DOWN, Kind.KEY_UP, Kind.KEY_UP, Kind.KEY_DOWN, Kind.KEY_UP], dtype=np.uint8)
+    cls = np.array([KeyClass.LEFT_HOME, KeyClass.RIGHT_HOME, KeyClass.LEFT_HOME, KeyClass.RIGHT_HOME, KeyClass.SPACE,
+                    KeyClass.SPACE], dtype=np.uint8)
+    ks, carry = F.extract_keystrokes(t, kind, cls, F.new_key_carry())
+    release = ks.feature_ids >= F.RELEASE_BASE
+    assert ks.feature_ids[release].tolist() == [int(F.release_id(KeyClass.LEFT_HOME, KeyClass.RIGHT_HOME))]
+    assert np.exp(ks.feature_values[release]).tolist() == pytest.approx([80.0])  # the pause breaks b -> c
+    # the last release carries into the next batch
+    more, _ = F.extract_keystrokes(np.array([5100.0, 5180.0]), np.array([Kind.KEY_DOWN, Kind.KEY_UP], dtype=np.uint8),
+                                   np.array([KeyClass.LEFT_TOP] * 2, dtype=np.uint8), carry)
+    assert more.feature_ids[more.feature_ids >= F.RELEASE_BASE].tolist() == [int(F.release_id(KeyClass.SPACE, KeyClass.LEFT_TOP))]
+    assert np.exp(more.feature_values[more.feature_ids >= F.RELEASE_BASE]).tolist() == pytest.approx([90.0])
 
 
 def test_reactions_prompt_and_correction():
