@@ -14,8 +14,10 @@ Protocol (fixed seeds, users split in half by SPLIT_SEED):
   ratio over the window per timing observation, EER per user (mean reported) and pooled.
 - continuous mode: the cadence detector's session statistic runs over the user's genuine stream (false alarms ->
   ANGA) and over streams in which another test user's typing is spliced in after SPLICE_SENTENCES genuine sentences
-  (keystrokes from the splice to the alarm -> ANIA). After an alarm the statistic restarts from zero, as after a
-  step-up, and needs MIN_SESSION_OBSERVATIONS observations before it can alarm again.
+  (keystrokes from the splice to the alarm -> ANIA). After an alarm the statistic restarts from zero and the model
+  takes in the session's typing so far, as the gateway does after a step-up the user passed (a false alarm on
+  genuine typing is a step-up the genuine user passes), and it needs MIN_SESSION_OBSERVATIONS observations before
+  it can alarm again.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ from ..cadence_model import (
     window_llr,
 )
 from ..detectors.cadence import MIN_SESSION_OBSERVATIONS
-from ..profile import FEATURE_MEMORY
+from ..profile import FEATURE_MEMORY, TimingStats, merged_capped
+from ..stats import accumulate
 from .aalto import User, load_users, split_users
 from .common import SPLIT_SEED, Progress, build_population, eer, sentence_keystrokes, stats_from_sentences
 
@@ -55,8 +58,10 @@ SELF_WEIGHT = 1.0
 CALIBRATION_ROTATIONS = 2
 # False alarms come in clusters from the few users whose typing drifted from their enrolment, so the training users'
 # ANGA overstates a new population's by a factor that depends on how many such users each half holds. 40,000 is the
-# lowest target whose level, calibrated on one half of the training users, gave ANGA >= 20,000 on the other half
-# (both directions pooled: 21,600; 25,000 gave 15,400 and the bootstrap rules tried 16,000-24,000 at higher ANIA)
+# lowest target whose level, calibrated on one half of the training users, gives ANGA >= 20,000 on the other half
+# (`python -m scoring.eval.anga_target`, both directions pooled): 25,000 -> 11,400, 30,000 -> 14,400, 40,000 ->
+# 27,000. Without the model's adaptation after a passed step-up 40,000 gave 11,700: one drifting user's repeated
+# alarms swung each half's level between 16 and 39.
 ANGA_TARGET_TRAIN = 40_000
 
 
@@ -88,6 +93,8 @@ def make_stream(sentences) -> Stream:
 @dataclass(slots=True)
 class Prepared:
     model: UserCadenceModel
+    enrol: TimingStats  # the profile's statistics, which a passed step-up extends with the session's typing
+    self_llr: float
     stream: Stream  # the user's genuine test stream
     own: Observations  # the genuine stream judged by the user's model
     own_kidx: np.ndarray
@@ -113,7 +120,7 @@ def prepare(users: list[User], prior: CadencePrior, consistency: list[float] | N
         model = UserCadenceModel.from_stats(stats, prior, c)
         stream = make_stream(u.sentences[ENROL_SENTENCES:])
         obs = model.observe(stream.ids, stream.values)
-        out.append(Prepared(model, stream, obs, stream.kidx[obs.ok]))
+        out.append(Prepared(model, stats, c, stream, obs, stream.kidx[obs.ok]))
     return out
 
 
@@ -144,24 +151,40 @@ def window_scores(model: UserCadenceModel, stream: Stream, size: int, max_window
     return window_llr(sub, w[keep], n_win, model.prior.offset_var) / np.maximum(counts, 1)
 
 
-def concat_obs(a: Observations, b: Observations) -> Observations:
-    return Observations(*(np.concatenate((getattr(a, f), getattr(b, f))) for f in Observations.__slots__))
+def adapted_model(p: Prepared, ids: np.ndarray, values: np.ndarray) -> UserCadenceModel:
+    """The model after a step-up the user passed: the profile plus the session's typing so far, as
+    scoring.detectors.cadence.CadenceDetector.adapt builds it (float32 statistics, as in the session state)."""
+    session = TimingStats()
+    accumulate(session.key_n, session.key_mean, session.key_m2, ids, values)
+    st = merged_capped(p.enrol, session)
+    n, mean, m2 = np.stack((st.key_n, st.key_mean, st.key_m2)).astype(np.float32).astype(np.float64)
+    return UserCadenceModel(n, mean, m2, p.model.prior, p.self_llr)
 
 
-def alarms(obs: Observations, h: float, prior: CadencePrior, decay: float) -> list[int]:
-    """Observation indices at which the session statistic alarms (> h), restarting from zero after each alarm."""
-    out = []
-    start = 0
-    n = len(obs.llr)
-    while start < n - MIN_SESSION_OBSERVATIONS + 1:
-        part = Observations(*(getattr(obs, f)[start:] if f != "ok" else obs.ok for f in Observations.__slots__))
-        ev = impostor_evidence(decayed_paths(part, np.zeros(STATE_SIZE), decay), prior.offset_var)
+def alarms(p: Prepared, ids: np.ndarray, values: np.ndarray, h: float, prior: CadencePrior, decay: float,
+           stop_at: int | None = None, first: Observations | None = None) -> list[int]:
+    """Indices into `ids` (one session's key observations) at which the session statistic alarms (> h). After each
+    alarm the statistic restarts from zero, needs MIN_SESSION_OBSERVATIONS judged observations before it can alarm
+    again, and the model takes in the session's typing so far: the gateway's behaviour after a step-up the user
+    passed (SessionScorer.reset_evidence). Stops at the first alarm at or after `stop_at`; `first` is the session
+    already judged by the profile's model, if at hand."""
+    out: list[int] = []
+    model, pos = p.model, 0
+    while pos <= len(ids) - MIN_SESSION_OBSERVATIONS:
+        obs = first if (pos == 0 and first is not None) else model.observe(ids[pos:], values[pos:])
+        if len(obs.llr) < MIN_SESSION_OBSERVATIONS:
+            break
+        ev = impostor_evidence(decayed_paths(obs, np.zeros(STATE_SIZE), decay), prior.offset_var)
         ev[: MIN_SESSION_OBSERVATIONS - 1] = -np.inf
         over = np.flatnonzero(ev > h)
         if len(over) == 0:
             break
-        out.append(start + int(over[0]))
-        start = start + int(over[0]) + 1
+        k = pos + int(np.flatnonzero(obs.ok)[over[0]])
+        out.append(k)
+        if stop_at is not None and k >= stop_at:
+            break
+        model = adapted_model(p, ids[: k + 1], values[: k + 1])
+        pos = k + 1
     return out
 
 
@@ -182,7 +205,7 @@ def false_alarm_count(prepared: list[Prepared], h: float, prior: CadencePrior, d
         total_k += p.stream.keystrokes
         if paths is not None and not np.any(paths[i] > h):
             continue  # no alarm on the zero-start path: none at all
-        total_a += len(alarms(p.own, h, prior, decay))
+        total_a += len(alarms(p, p.stream.ids, p.stream.values, h, prior, decay, first=p.own))
     return total_a, total_k
 
 
@@ -209,21 +232,15 @@ def splice_trials(test: list[Prepared], h: float, prior: CadencePrior, decay: fl
         if len(p.stream.sentence_starts) <= SPLICE_SENTENCES:
             continue
         cut_k = int(p.stream.sentence_starts[SPLICE_SENTENCES])
-        keep = p.own_kidx < cut_k
-        genuine = Observations(*(getattr(p.own, f)[keep] if f != "ok" else keep for f in Observations.__slots__))
+        cut = int(np.searchsorted(p.stream.kidx, cut_k, side="left"))  # the first observation of the spliced typing
         others = rng.choice(np.delete(np.arange(len(test)), i), size=min(SPLICES_PER_USER, len(test) - 1), replace=False)
         for j in others:
             imp = test[j].stream
-            o = p.model.observe(imp.ids, imp.values)
-            obs = concat_obs(genuine, o)
-            kk = np.concatenate((p.own_kidx[keep], imp.kidx[o.ok] + cut_k))
-            n_gen = int(keep.sum())
+            ids = np.concatenate((p.stream.ids[:cut], imp.ids))
+            values = np.concatenate((p.stream.values[:cut], imp.values))
+            kk = np.concatenate((p.stream.kidx[:cut], imp.kidx + cut_k))
             trials += 1
-            found = None
-            for a in alarms(obs, h, prior, decay):
-                if a >= n_gen:
-                    found = a
-                    break
+            found = next((a for a in alarms(p, ids, values, h, prior, decay, stop_at=cut) if a >= cut), None)
             if found is None:
                 undetected += 1
             else:

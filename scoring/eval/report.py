@@ -68,7 +68,8 @@ def markdown(protocol: str, r: dict) -> str:
                 + (f" (each enrolled {1 + p['calibration_rotations']} times on different sentences)"
                    if p.get("calibration_rotations") else "")
                 + f"; another test user's typing spliced in after {p['splice_after_sentences']} "
-                "genuine sentences). Goal: ANIA <= 100 at ANGA >= 20,000.",
+                "genuine sentences; after an alarm the statistic restarts and the model takes in the session's typing "
+                "so far, as the gateway does after a step-up the user passed). Goal: ANIA <= 100 at ANGA >= 20,000.",
                 "",
                 "| alarm level | ANGA (genuine keystrokes per false alarm) | false alarms | ANIA mean | ANIA p95 | ANIA median | impostors detected |",
                 "|---|---|---|---|---|---|---|",
