@@ -61,8 +61,8 @@ MAX_GAP_MS = 1500.0
 FULL_SET = (
     Scenario("genuine", 20, {"sentences": 10}),
     Scenario("impostor", 24, {"sentences": 6}),
-    Scenario("relay", 4, {"added_rtt_ms": 30, "jitter_ms": 5}),
-    Scenario("relay", 14, {"added_rtt_ms": 60, "jitter_ms": 5}),
+    Scenario("relay", 3, {"added_rtt_ms": 30, "jitter_ms": 5}),
+    Scenario("relay", 10, {"added_rtt_ms": 60, "jitter_ms": 5}),
     Scenario("relay", 20, {"added_rtt_ms": 110, "jitter_ms": 5}),
     Scenario("relay", 8, {"added_rtt_ms": 200, "jitter_ms": 5}),
     Scenario("script", 15, {"mode": "fixed-50ms"}),
