@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from policies.durations import parse_duration
 
-from .store import SessionRecord, SessionState, StoreUnavailable
+from .store import STATE_RANK, SessionRecord, SessionState, StoreUnavailable
 
 if TYPE_CHECKING:
     from .runtime import Gateway
@@ -19,8 +19,6 @@ log = logging.getLogger("ztgate.enforce")
 
 _STATE_FOR = {"step_up": SessionState.STEP_UP_REQUIRED, "restrict": SessionState.RESTRICTED,
               "terminate": SessionState.TERMINATED}
-_RANK = {SessionState.ACTIVE: 0, SessionState.RESTRICTED: 1, SessionState.STEP_UP_REQUIRED: 2,
-         SessionState.TERMINATED: 3}
 
 
 class Enforcer:
@@ -39,7 +37,7 @@ class Enforcer:
             await self._report_shadow(record, d, assessment)
             return record
         target = _STATE_FOR[action]
-        if _RANK[SessionState(record.state)] > _RANK[target] or (
+        if STATE_RANK[SessionState(record.state)] > STATE_RANK[target] or (
             record.state == target and record.decision.get("rule_id") == d.get("rule_id")
         ):
             return record  # already at least this strict, for this reason
@@ -82,7 +80,8 @@ class Enforcer:
             restrictions = _merge_restrictions(record.restrictions, params)
             return await sessions.set_state(record.sid, target, reason, restrictions=restrictions, decision=d)
         except StoreUnavailable:
-            log.error("store unavailable while enforcing %s on %s: enforced in this process only", target, record.sid)
+            log.error("store unavailable while enforcing %s on %s: in force in this process now, written back when "
+                      "the store returns", target, record.sid)
             if target == SessionState.TERMINATED:
                 self.gw.connections.close_session(record.sid, reason)
             return None

@@ -14,8 +14,9 @@ When the store is unreachable at run time (measured in tests/gateway/test_redis_
 - no new session can be created (sign-in answers 503), and /readyz reports the store (503 when closed);
 - while the broadcast channel is down the cache is not trusted: each request reads the store first;
 - when the store is back, nothing needs a restart: the broadcast channel reconnects (backoff up to 2 s) and
-  resynchronises, terminations this process decided during the outage are written back, and terminations it
-  missed are found with one read of the store and cut its live connections.
+  resynchronises, terminations, step-ups and restrictions this process decided during the outage are written
+  back (a step-up or restriction only where the store holds nothing stricter), and terminations it missed are
+  found with one read of the store and cut its live connections.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 from .config import SessionConfig, StoreConfig
-from .store import SessionRecord, SessionState, SessionStore, StoreUnavailable
+from .store import STATE_RANK, SessionRecord, SessionState, SessionStore, StoreUnavailable
 
 
 def new_session_id() -> str:
@@ -79,8 +80,8 @@ class Sessions:
         self.store, self.cfg, self.store_cfg, self.clock = store, cfg, store_cfg, clock
         self._cache: dict[str, _Cached] = {}
         self._tombstones: dict[str, float] = {}  # sid -> until when it must stay refused
-        # terminations decided while the store was down: written and broadcast when it is back (on resync)
-        self._unsynced: dict[str, dict[str, Any]] = {}  # sid -> the terminated record as this process knows it
+        # state changes decided while the store was down: written and broadcast when it is back (on resync)
+        self._unsynced: dict[str, dict[str, Any]] = {}  # sid -> the changed record as this process knows it
         self._listeners: list[ChangeListener] = []
         self.store_healthy = True
         # False between losing the broadcast channel and its resync: then a cached view may miss a termination,
@@ -101,7 +102,8 @@ class Sessions:
         return entry.record if entry else None
 
     def unsynced(self, sid: str) -> SessionRecord | None:
-        """The terminated record of a session whose termination is known here but not yet written to the store."""
+        """The record of a session whose last state change (termination, step-up, restriction) is in force here but
+        not yet written to the store."""
         data = self._unsynced.get(sid)
         return SessionRecord.from_dict(data) if data is not None else None
 
@@ -196,7 +198,13 @@ class Sessions:
         record = await self.get(sid)
         if record is None or (record.terminated and state != SessionState.TERMINATED):
             return record
-        return await self.update(sid, state=str(state), state_reason=reason, **changes)
+        try:
+            return await self.update(sid, state=str(state), state_reason=reason, **changes)
+        except StoreUnavailable:
+            changed = self.cached(sid)  # save() remembered the change before the write failed: it is in force here
+            if state != SessionState.TERMINATED and changed is not None and changed.state == state:
+                self._unsynced[sid] = changed.to_dict()  # terminate() keeps its own, tombstone and all
+            raise
 
     async def terminate(self, sid: str, reason: str, **changes: Any) -> SessionRecord | None:
         # The tombstone goes in first: whatever happens to the store, this process refuses the session now.
@@ -214,21 +222,37 @@ class Sessions:
             raise
 
     async def _flush_unsynced(self) -> None:
-        """The store is back: terminations it missed are written and broadcast, so the other processes learn
-        them too (until then they refused the session only if they had seen the termination themselves)."""
+        """The store is back: state changes it missed are written and broadcast, so the other processes learn
+        them too (until then they enforced them only if they had decided them themselves)."""
         for sid, data in list(self._unsynced.items()):
-            if not self.is_revoked(sid):
+            terminated = data.get("state") == SessionState.TERMINATED
+            if terminated and not self.is_revoked(sid):
                 self._unsynced.pop(sid, None)  # expired meanwhile: nothing left to refuse
                 continue
             for attempt in range(3):  # the first commands after a reconnect may still meet a dead connection
                 try:
-                    await self.save(SessionRecord.from_dict(data))
+                    if terminated:
+                        await self.save(SessionRecord.from_dict(data))
+                    else:
+                        await self._write_back_state(data)
                 except StoreUnavailable:
                     await asyncio.sleep(0.2 * (attempt + 1))
                     continue
                 self._unsynced.pop(sid, None)
-                log.info("session %s: termination decided during the store outage written back", sid)
+                log.info("session %s: %s decided during the store outage written back", sid, data.get("state"))
                 break
+
+    async def _write_back_state(self, data: dict[str, Any]) -> None:
+        """A step-up or restriction decided during the outage, onto the store's record as it is now, unless that
+        is already as strict. A session the store has lost stays lost: signing in again is stricter still."""
+        stored = await self.store.get_session(data["sid"])
+        state = SessionState(data["state"])
+        if stored is None or STATE_RANK[SessionState(stored.state)] >= STATE_RANK[state]:
+            return
+        if stored.expires and stored.expires <= self.clock():
+            return
+        decided = {k: data[k] for k in ("state", "state_reason", "step_up", "restrictions", "decision") if k in data}
+        await self.save(SessionRecord.from_dict({**stored.to_dict(), **decided}))
 
     def touch_due(self, record: SessionRecord, client_ip: str) -> bool:
         """Whether touch() would write (the proxy's per-request path skips its coroutine when not)."""

@@ -96,7 +96,11 @@ async def _options(request: Request) -> dict | None:
     return body if isinstance(body, dict) else None
 
 
-async def _acted_on(request: Request, record) -> Response:
+async def _acted_on(request: Request, record, sid: str) -> Response:
+    pending = gateway(request).sessions.unsynced(sid)
+    if pending is not None:
+        # store outage: in force on this process now, on the others once the store is back (RFC 9110 202)
+        return JSONResponse({**(record or pending).to_dict(), "persisted": False}, status_code=202)
     if record is None:
         return problem(404, "not_found", "no such session")
     return JSONResponse(await _session_view(request, record))
@@ -111,11 +115,7 @@ async def terminate_session(request: Request, who: str) -> Response:
     gw = gateway(request)
     sid = request.path_params["sid"]
     record = await gw.enforcer.terminate(sid, reason, by=who)
-    if record is not None and gw.sessions.unsynced(sid) is not None:
-        # store outage: in force on this process now, on the others once the store is back (RFC 9110 202)
-        view = {**record.to_dict(), "persisted": False}
-        return JSONResponse(view, status_code=202)
-    return await _acted_on(request, record)
+    return await _acted_on(request, record, sid)
 
 
 @admin_endpoint
@@ -126,9 +126,10 @@ async def step_up_session(request: Request, who: str) -> Response:
     method = str(options.get("method") or "totp")
     if method not in STEP_UP_METHODS:
         return problem(400, "bad_method", f"method must be one of: {', '.join(STEP_UP_METHODS)}")
-    record = await gateway(request).enforcer.require_step_up(
-        request.path_params["sid"], "step-up required by an administrator", by=who, method=method)
-    return await _acted_on(request, record)
+    sid = request.path_params["sid"]
+    record = await gateway(request).enforcer.require_step_up(sid, "step-up required by an administrator", by=who,
+                                                             method=method)
+    return await _acted_on(request, record, sid)
 
 
 @admin_endpoint

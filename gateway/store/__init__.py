@@ -1,8 +1,8 @@
 """Where sessions, profiles and revocations live: memory (one process) or Redis (many processes as one)."""
 
-from .base import SessionRecord, SessionState, SessionStore, StoreUnavailable
+from .base import STATE_RANK, SessionRecord, SessionState, SessionStore, StoreUnavailable
 
-__all__ = ["SessionRecord", "SessionState", "SessionStore", "StoreUnavailable", "open_store"]
+__all__ = ["STATE_RANK", "SessionRecord", "SessionState", "SessionStore", "StoreUnavailable", "open_store"]
 
 
 def open_store(url: str, *, prefix: str = "ztgate:") -> SessionStore:

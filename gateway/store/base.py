@@ -15,6 +15,11 @@ class SessionState(StrEnum):
     TERMINATED = "terminated"
 
 
+# how strict each state is: a decision never loosens a session, and a write-back never overrides a stricter state
+STATE_RANK = {SessionState.ACTIVE: 0, SessionState.RESTRICTED: 1, SessionState.STEP_UP_REQUIRED: 2,
+              SessionState.TERMINATED: 3}
+
+
 class StoreUnavailable(Exception):
     """The store cannot be reached; callers decide by fail_mode."""
 

@@ -165,8 +165,12 @@ def test_redis_outage_never_lets_a_revoked_session_back_and_recovers_without_res
     live_cookie, live_sid = sessions["w2"]
     assert _whoami(gw, live_cookie).status_code == 200
     during_cookie, during_sid = sessions["w3"]
-    for _ in range(20):  # both workers now have a view of this session
+    with httpx.Client(base_url=gw.url) as c:
+        login(c, users["w5"])
+        stepped_cookie, stepped_sid = c.cookies.get("ztgate_session"), session_sid(c)
+    for _ in range(20):  # both workers now have a view of these sessions
         assert _whoami(gw, during_cookie).status_code == 200
+        assert _whoami(gw, stepped_cookie).status_code == 200
 
     revoked, live = Hammer(gw, revoked_cookie), Hammer(gw, live_cookie)
     revoked.start()
@@ -201,6 +205,10 @@ def test_redis_outage_never_lets_a_revoked_session_back_and_recovers_without_res
         answer = gw.admin("POST", f"/sessions/{during_sid}/terminate")
         assert answer.status_code == 202, answer.text
         assert answer.json()["state"] == "terminated" and answer.json()["persisted"] is False
+        # so does a step-up (before, it stood only in the deciding worker's memory and was lost on recovery)
+        answer = gw.admin("POST", f"/sessions/{stepped_sid}/step-up")
+        assert answer.status_code == 202, answer.text
+        assert answer.json()["state"] == "step_up_required" and answer.json()["persisted"] is False
         time.sleep(1.0)
 
         own.start()  # back, and empty
@@ -220,6 +228,9 @@ def test_redis_outage_never_lets_a_revoked_session_back_and_recovers_without_res
     assert 200 not in revoked.statuses and set(revoked.statuses) <= {401, 403}
     for _ in range(10):
         assert _whoami(gw, during_cookie).status_code in (401, 403)
+        # this Redis came back empty: the stepped-up session is gone, which is stricter than the step-up (the
+        # write-back onto a store that kept its data: tests/gateway/test_outage_write_back.py)
+        assert _whoami(gw, stepped_cookie).status_code == 401
     events_file = Path(cfg["events"]["sinks"][0]["path"])
 
     def outage_termination_reported():
