@@ -6,10 +6,11 @@ The judgement is scoring.cadence_model's: a hierarchical model of the user's log
 In a session the model's sufficient statistics decay per observation, so the evidence always covers roughly the
 last 1/(1 - decay) observations: a change of person mid-session shows as soon as the new typing dominates, genuine
 typing pulls the evidence back down, and the state is a fixed handful of numbers plus a ring for the explanation.
-The evidence is normalised per user by the profile's self-consistency (how well the enrolment predicted itself),
-so that users whose genuine typing fits their own model less well do not raise most of the false alarms. The alarm
-level (score 0.5), the decay and the normalisation's weight are set on training users only
-(scoring/eval/freetext.py).
+After a step-up the user passed, the model takes in the session's typing so far (for this session only), so that
+a user whose typing drifted from their profile is not stepped up again and again. The evidence is normalised per
+user by the profile's self-consistency (how well the enrolment predicted itself), so that users whose genuine typing
+fits their own model less well do not raise most of the false alarms. The alarm level (score 0.5), the decay and the
+normalisation's weight are set on training users only (scoring/eval/freetext.py).
 
 `UserModel` and `cusum` are the earlier per-observation Gaussian ratio and Page's CUSUM, kept for the benchmark
 and the relay detector.
@@ -103,6 +104,18 @@ def feature_name(fid: int) -> str:
     return f"release flight {KeyClass(p).name}->{KeyClass(c).name}"
 
 
+def adapted_statistics(profile: TimingStats, session: TimingStats) -> np.ndarray:
+    """The key statistics (n, mean, M2; float32, as the session state keeps them) of the profile with the session's
+    typing merged in, as learning would merge it."""
+    stats = merged_capped(profile, session)
+    return np.stack((stats.key_n, stats.key_mean, stats.key_m2)).astype(np.float32)
+
+
+def adapted_model(adapted: np.ndarray, prior: CadencePrior, self_llr: float) -> UserCadenceModel:
+    n, mean, m2 = adapted.astype(np.float64)
+    return UserCadenceModel(n, mean, m2, prior, self_llr)
+
+
 class CadenceDetector:
     def __init__(self, profile: Profile | None, population: Population, prior: CadencePrior | None = None):
         self.population = population
@@ -151,13 +164,11 @@ class CadenceDetector:
         step-up is no longer flagged by cadence for the rest of the session (the step-up is their security event)."""
         if self.profile is None:
             return
-        stats = merged_capped(self.profile.stats, session)
-        self._use_adapted(np.stack((stats.key_n, stats.key_mean, stats.key_m2)).astype(np.float32))
+        self._use_adapted(adapted_statistics(self.profile.stats, session))
 
     def _use_adapted(self, adapted: np.ndarray) -> None:
         self.adapted = adapted
-        n, mean, m2 = adapted.astype(np.float64)
-        self.model = UserCadenceModel(n, mean, m2, self.prior, self.profile.cadence_self)
+        self.model = adapted_model(adapted, self.prior, self.profile.cadence_self)
 
     def signal(self, evidence: Evidence) -> Signal:
         if self.model is None:
@@ -198,10 +209,12 @@ class CadenceDetector:
             "dwell_z_recent": dwell_z,
             "flight_z_recent": flight_z,
             "profile_keystrokes": float(self.profile_keystrokes),
+            "adapted_after_step_up": float(self.adapted.size > 0),
         }
         memory = int(round(1.0 / (1.0 - self.prior.decay)))
         # the text is written only when read (LazySignal): it works on copies of the ring as it is now
         fid_now, z_now = fid.astype(np.int64), z
+        against = "the profile as adapted to this session after a passed step-up" if self.adapted.size else "the profile"
 
         def explain() -> str:
             counts = np.bincount(fid_now, minlength=F.N_KEY_FEATURES)
@@ -215,7 +228,7 @@ class CadenceDetector:
             return (
                 f"typing rhythm {verdict}: impostor evidence {level:.1f} (alarm at {alarm:.1f}) over about the last "
                 f"{min(memory, n_obs)} of {n_obs} timing observations; recent dwell {dwell_z:+.1f} sd, flight "
-                f"{flight_z:+.1f} sd from the profile; largest: {parts or 'none'}"
+                f"{flight_z:+.1f} sd from {against}; largest: {parts or 'none'}"
             )
 
         return LazySignal(NAME, score, True, evidence, explain, details)

@@ -37,8 +37,9 @@ from ..cadence_model import (
     self_consistency,
     window_llr,
 )
+from ..detectors import cadence
 from ..detectors.cadence import MIN_SESSION_OBSERVATIONS
-from ..profile import FEATURE_MEMORY, TimingStats, merged_capped
+from ..profile import FEATURE_MEMORY, TimingStats
 from ..stats import accumulate
 from .aalto import User, load_users, split_users
 from .common import SPLIT_SEED, Progress, build_population, eer, sentence_keystrokes, stats_from_sentences
@@ -151,14 +152,12 @@ def window_scores(model: UserCadenceModel, stream: Stream, size: int, max_window
     return window_llr(sub, w[keep], n_win, model.prior.offset_var) / np.maximum(counts, 1)
 
 
-def adapted_model(p: Prepared, ids: np.ndarray, values: np.ndarray) -> UserCadenceModel:
+def model_after_step_up(p: Prepared, ids: np.ndarray, values: np.ndarray) -> UserCadenceModel:
     """The model after a step-up the user passed: the profile plus the session's typing so far, as
-    scoring.detectors.cadence.CadenceDetector.adapt builds it (float32 statistics, as in the session state)."""
+    scoring.detectors.cadence.CadenceDetector.adapt builds it."""
     session = TimingStats()
     accumulate(session.key_n, session.key_mean, session.key_m2, ids, values)
-    st = merged_capped(p.enrol, session)
-    n, mean, m2 = np.stack((st.key_n, st.key_mean, st.key_m2)).astype(np.float32).astype(np.float64)
-    return UserCadenceModel(n, mean, m2, p.model.prior, p.self_llr)
+    return cadence.adapted_model(cadence.adapted_statistics(p.enrol, session), p.model.prior, p.self_llr)
 
 
 def alarms(p: Prepared, ids: np.ndarray, values: np.ndarray, h: float, prior: CadencePrior, decay: float,
@@ -183,7 +182,7 @@ def alarms(p: Prepared, ids: np.ndarray, values: np.ndarray, h: float, prior: Ca
         out.append(k)
         if stop_at is not None and k >= stop_at:
             break
-        model = adapted_model(p, ids[: k + 1], values[: k + 1])
+        model = model_after_step_up(p, ids[: k + 1], values[: k + 1])
         pos = k + 1
     return out
 
