@@ -293,7 +293,7 @@ class Monitor:
     async def _enrol(self, entry: LiveSession) -> None:
         batches, entry.enrol, entry.enrol_events = entry.enrol, [], _ENROL_MAX_EVENTS
         try:
-            profile = scoring.enrol(batches)
+            profile = scoring.enrol_session(batches)
             await self.gw.store.put_profile(entry.user, profile.to_bytes())
             entry.profile = profile
             log.info("enrolled a typing profile for %s from %d keystrokes", entry.user, entry.enrol_keys)

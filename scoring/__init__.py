@@ -1,13 +1,14 @@
 """ztgate's scoring engine: pure numpy, no I/O (scoring/eval/ excepted).
 
     profile = scoring.enrol(batches)                    # Profile (versioned; to_bytes()/Profile.from_bytes())
+    profile = scoring.enrol_session(batches)            # the same from one session's message-sized batches
     profile = scoring.learn(profile, scorer.summary())  # only from a session that raised nothing
     scorer = scoring.SessionScorer(profile, expected_rtt_ms=None)
     assessment = scorer.update(batch)                   # batch: numpy array of scoring.events.EVENT_DTYPE
 """
 
 from .population import Population, default_population, shipped_population
-from .profile import PROFILE_VERSION, Profile, ProfileError, SessionSummary, enrol, learn
+from .profile import PROFILE_VERSION, Profile, ProfileError, SessionSummary, enrol, enrol_session, learn
 from .scorer import SIGNAL_NAMES, SessionScorer
 from .signals import Assessment, Evidence, Signal
 
@@ -24,6 +25,7 @@ __all__ = [
     "Signal",
     "default_population",
     "enrol",
+    "enrol_session",
     "learn",
     "shipped_population",
 ]

@@ -252,6 +252,15 @@ def merged_capped(base: TimingStats, extra: TimingStats) -> TimingStats:
     return stats
 
 
+def enrol_session(batches) -> Profile:
+    """A profile from the batches one live session delivered, in order. They are pieces of one continuous recording
+    (the browser sensor sends a message every 250 ms), so they are joined before enrolling: enrolled one by one,
+    every dwell and flight that spans two messages would be lost, the longer ones the most often, and the profile
+    would be biased fast (its user then looks slow to it)."""
+    batches = [np.asarray(b) for b in batches if len(b)]
+    return enrol([np.concatenate(batches)] if batches else [])
+
+
 def learn(profile: Profile, summary: SessionSummary) -> Profile:
     """Merges a clean session into the profile. A flagged session, or one with too little evidence, changes nothing."""
     if not isinstance(summary, SessionSummary):

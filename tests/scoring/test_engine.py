@@ -263,3 +263,23 @@ def test_enrol_tolerates_garbage():
     junk["t_src"][::2] = np.nan
     p = scoring.enrol([junk, empty(0)])
     assert np.all(np.isfinite(p.stats.key_mean))
+
+
+def test_a_session_enrolled_from_sensor_messages_is_the_same_as_from_the_whole_recording():
+    # the browser sensor sends what it buffered every 250 ms: a session arrives in pieces that split most flights
+    # and many dwells; the gateway enrols from those pieces (gateway/monitor.py)
+    whole = typing(400, seed=31)
+    t = whole["t_src"]
+    pieces = [whole[(t >= a) & (t < a + 250.0)] for a in np.arange(t[0], t[-1] + 250.0, 250.0)]
+    assert len(pieces) > 200
+    joined, reference = scoring.enrol_session(pieces), scoring.enrol([whole])
+    assert np.allclose(joined.stats.key_n, reference.stats.key_n)
+    assert np.allclose(joined.stats.key_mean, reference.stats.key_mean)
+    # enrolled piece by piece (what the gateway used to do), most flights are lost and the rest are the short ones
+    apart = scoring.enrol(pieces)
+    flights = slice(F.FLIGHT_BASE, F.RELEASE_BASE)
+    kept = apart.stats.key_n[flights].sum() / reference.stats.key_n[flights].sum()
+    mean_apart = (apart.stats.key_n[flights] * apart.stats.key_mean[flights]).sum() / apart.stats.key_n[flights].sum()
+    mean_all = (reference.stats.key_n[flights] * reference.stats.key_mean[flights]).sum() / reference.stats.key_n[flights].sum()
+    assert kept < 0.5 and np.exp(mean_apart) < 0.8 * np.exp(mean_all)
+    assert scoring.enrol_session([]).keystrokes == 0
