@@ -199,7 +199,7 @@ class Watch:
         self.decided_at: float | None = None  # time.monotonic() of the first non-allow decision
         self.rule: str = ""
         self.last: dict[str, Any] = {}
-        self.cadence_alarm_keys: int | None = None  # evidence keystrokes when cadence first read >= 0.9, sufficient
+        self.cadence_alarm_keys: int | None = None  # evidence keystrokes when cadence first read >= 0.5, sufficient
         self._task: asyncio.Task[None] | None = None
 
     async def check(self) -> None:
@@ -207,7 +207,7 @@ class Watch:
             session = await self.bench.session(self.sid)
             self.last = session
             cadence = ((session.get("assessment") or {}).get("signals") or {}).get("cadence") or {}
-            if self.cadence_alarm_keys is None and cadence.get("sufficient") and float(cadence.get("score") or 0) >= 0.9:
+            if self.cadence_alarm_keys is None and cadence.get("sufficient") and float(cadence.get("score") or 0) >= 0.5:
                 self.cadence_alarm_keys = int(((session.get("assessment") or {}).get("evidence") or {})
                                               .get("keystrokes", 0))
             action = action_of(session)
@@ -252,7 +252,7 @@ class Watch:
                          f" fast, last {details.get('last_start_ms', 0):.0f} ms)")
             parts.append(text)
         if self.cadence_alarm_keys is not None:
-            parts.append(f"cadence >= 0.9 first seen at {self.cadence_alarm_keys} keystrokes")
+            parts.append(f"cadence >= 0.5 first seen at {self.cadence_alarm_keys} keystrokes")
         return "; ".join(parts)
 
     def pending(self) -> bool:
