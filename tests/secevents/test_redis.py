@@ -83,6 +83,13 @@ def jsonl_cfg(out: Path) -> EventsConfig:
                                               "min_backoff": 0.02, "max_backoff": 0.2}]})
 
 
+async def spooled_events(cfg: EventsConfig, redis_server, spool: Path) -> SecurityEvents:
+    """A started gateway's security events on the test's Redis, spooling to `spool` while it is down."""
+    events = SecurityEvents(cfg, "gw-r", redis_server.url, spool_dir=str(spool))
+    await events.start()
+    return events
+
+
 def delivered_ids(out: Path) -> list[str]:
     return [json.loads(line)["metadata"]["uid"] for line in out.read_text().splitlines()] if out.exists() else []
 
@@ -203,11 +210,8 @@ async def test_redis_outbox_trims_only_what_every_sink_delivered(tmp_path, redis
 
 @pytest.mark.slow
 async def test_events_emitted_while_redis_is_down_wait_in_the_spool_and_arrive_in_order(tmp_path, redis_server):
-    out = tmp_path / "events.jsonl"
-    cfg = jsonl_cfg(out)
-    spool = tmp_path / "spool"
-    events = SecurityEvents(cfg, "gw-r", redis_server.url, spool_dir=str(spool))
-    await events.start()
+    out, cfg, spool = tmp_path / "events.jsonl", jsonl_cfg(tmp_path / "events.jsonl"), tmp_path / "spool"
+    events = await spooled_events(cfg, redis_server, spool)
     ids = [await events.emit_logoff(make_session(sid="s-1"), "before the outage")]
     redis_server.kill()
     # each emit returns once the event is durable on local disk (after the Redis outbox's own short retries)
@@ -235,17 +239,13 @@ async def test_events_emitted_while_redis_is_down_wait_in_the_spool_and_arrive_i
 
 @pytest.mark.slow
 async def test_a_restarted_gateway_forwards_what_its_spool_still_holds(tmp_path, redis_server):
-    out = tmp_path / "events.jsonl"
-    cfg = jsonl_cfg(out)
-    spool = tmp_path / "spool"
-    events = SecurityEvents(cfg, "gw-r", redis_server.url, spool_dir=str(spool))
-    await events.start()
+    out, cfg, spool = tmp_path / "events.jsonl", jsonl_cfg(tmp_path / "events.jsonl"), tmp_path / "spool"
+    events = await spooled_events(cfg, redis_server, spool)
     redis_server.kill()
     ids = [await events.emit_logoff(make_session(sid=f"s-{i}"), "during the outage") for i in range(2)]
     await events.stop()  # the gateway stops while Redis is still down
     redis_server.start()
-    events = SecurityEvents(cfg, "gw-r", redis_server.url, spool_dir=str(spool))
-    await events.start()
+    events = await spooled_events(cfg, redis_server, spool)  # the restarted gateway, on the same spool
 
     def lines():
         return delivered_ids(out)
