@@ -233,26 +233,30 @@ class Sessions:
                 try:
                     if terminated:
                         await self.save(SessionRecord.from_dict(data))
+                        written = True
                     else:
-                        await self._write_back_state(data)
+                        written = await self._write_back_state(data)
                 except StoreUnavailable:
                     await asyncio.sleep(0.2 * (attempt + 1))
                     continue
                 self._unsynced.pop(sid, None)
-                log.info("session %s: %s decided during the store outage written back", sid, data.get("state"))
+                log.info("session %s: %s decided during the store outage %s", sid, data.get("state"),
+                         "written back" if written else "not written back: the store holds the session as strict or "
+                         "stricter, or no longer holds it")
                 break
 
-    async def _write_back_state(self, data: dict[str, Any]) -> None:
+    async def _write_back_state(self, data: dict[str, Any]) -> bool:
         """A step-up or restriction decided during the outage, onto the store's record as it is now, unless that
-        is already as strict. A session the store has lost stays lost: signing in again is stricter still."""
+        is already as strict (False). A session the store has lost stays lost: signing in again is stricter still."""
         stored = await self.store.get_session(data["sid"])
         state = SessionState(data["state"])
         if stored is None or STATE_RANK[SessionState(stored.state)] >= STATE_RANK[state]:
-            return
+            return False
         if stored.expires and stored.expires <= self.clock():
-            return
+            return False
         decided = {k: data[k] for k in ("state", "state_reason", "step_up", "restrictions", "decision") if k in data}
         await self.save(SessionRecord.from_dict({**stored.to_dict(), **decided}))
+        return True
 
     def touch_due(self, record: SessionRecord, client_ip: str) -> bool:
         """Whether touch() would write (the proxy's per-request path skips its coroutine when not)."""
