@@ -180,7 +180,6 @@ def _extract_keystrokes_small(t: list, kind: list, cls: list, carry: np.ndarray)
     prev_c = int(prev_c) if prev_c == prev_c else int(KeyClass.UNKNOWN)
     prev_ut, prev_uc = c_list[_UP], c_list[_UP + 1]
     prev_uc = int(prev_uc) if prev_uc == prev_uc else int(KeyClass.UNKNOWN)
-    latest_up = None
     down_t, down_cls, flight, f_prev, f_cls, flight_t = [], [], [], [], [], []
     release, r_ids, release_t = [], [], []
     pauses = 0
@@ -215,7 +214,6 @@ def _extract_keystrokes_small(t: list, kind: list, cls: list, carry: np.ndarray)
                 r_ids.append(RELEASE_BASE + prev_uc * N_KEY_CLASSES + ci)
                 release_t.append(ti)
             prev_ut, prev_uc = ti, ci
-            latest_up = (ti, ci)
     dwell, dwell_cls, dwell_end = [], [], []
     pending = [math.nan] * N_KEY_CLASSES
     latest = -math.inf
@@ -235,8 +233,8 @@ def _extract_keystrokes_small(t: list, kind: list, cls: list, carry: np.ndarray)
             latest = last_t
     limit = latest - MAX_DWELL_MS
     pending = [math.nan if p < limit else p for p in pending]  # a lost key-up must not pair much later
-    up_part = list(latest_up) if latest_up is not None else c_list[_UP : _UP + 2]
-    new_carry = np.array([prev_t, prev_c, *pending, *up_part] if down_t else [c_list[0], c_list[1], *pending, *up_part])
+    new_carry = np.array([prev_t, prev_c, *pending, prev_ut, prev_uc] if down_t else
+                         [c_list[0], c_list[1], *pending, prev_ut, prev_uc])
     times = dwell_end + flight_t + release_t
     raw = dwell + flight + release
     ids = dwell_cls + [FLIGHT_BASE + p * N_KEY_CLASSES + c for p, c in zip(f_prev, f_cls)] + r_ids
