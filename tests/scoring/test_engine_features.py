@@ -128,3 +128,21 @@ def test_a_fast_steady_script_is_automation_and_a_fast_irregular_typist_is_not()
     typist = rng.lognormal(np.log(45), 0.7, 40)  # the one 39-45 ms Aalto typist shape: fast, irregular
     assert component(script) > 0.8
     assert component(typist) < 0.2
+
+    # a script typing short lines: the wait between Enter and the next field (0.4-0.9 s) sits in every 32-flight
+    # window; it is a pause, not rhythm, and must not hide the steady typing around it
+    short_lines = 50.0 + rng.normal(0, 12, 40)
+    short_lines[12::12] = rng.uniform(400, 900, len(short_lines[12::12]))
+    assert component(short_lines) > 0.8
+    # ... while a fast typist's own pauses leave them as irregular as before
+    typist[15] = 700.0
+    assert component(typist) < 0.2
+
+
+def test_typing_cv_leaves_out_pauses_only():
+    from scoring.detectors.automation import typing_cv
+
+    steady = [50.0, 52.0, 48.0, 50.0] * 8
+    assert typing_cv(steady + [600.0]) == pytest.approx(typing_cv(steady))
+    assert typing_cv([40.0, 120.0] * 16) == pytest.approx(0.5)  # 3x the median is typing, not a pause
+    assert typing_cv([]) == 0.0
