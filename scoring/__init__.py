@@ -7,8 +7,9 @@
     assessment = scorer.update(batch)                   # batch: numpy array of scoring.events.EVENT_DTYPE
 """
 
+from .enrolment import enrol, enrol_session
 from .population import Population, default_population, shipped_population
-from .profile import PROFILE_VERSION, Profile, ProfileError, SessionSummary, enrol, enrol_session, learn
+from .profile import PROFILE_VERSION, Profile, ProfileError, SessionSummary, learn
 from .scorer import SIGNAL_NAMES, SessionScorer
 from .signals import Assessment, Evidence, Signal
 

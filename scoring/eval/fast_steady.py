@@ -2,8 +2,8 @@
 
 Where the automation detector's `fast_steady` floors come from, and what they catch:
 - people: every 32-flight window (sliding by one flight, as the detector sees them) of the Aalto training users and,
-  as a check, the test users: the fastest window median, the lowest typing CV (pauses left out) among windows under 70 ms, and the
-  highest `fast_steady` component any window reaches;
+  as a check, the test users: the fastest window median, the lowest typing CV (pauses left out) among windows under
+  70 ms, and the highest `fast_steady` component any window reaches;
 - scripts: a fixed-interval script typing lines of a given length, each key delayed by the dispatch jitter of a
   loaded machine, with a wait of 0.4-0.9 s between a line's Enter and the next line (the new field appearing), fed
   through the real feature extraction and detector: the keystroke at which `fast_steady` first reaches 0.5.

@@ -44,7 +44,7 @@ import numpy as np
 from .. import features as F
 from ..events import Kind, Source, Stimulus, concat, empty
 from ..keys import KeyClass
-from ..profile import enrol
+from ..enrolment import enrol
 from ..scorer import SessionScorer
 from . import balabit
 from .aalto import Sentence, load_users, split_users
