@@ -506,6 +506,15 @@ class RedisReader:
 
 SPOOL_CURSOR = "redis-forwarder"
 SPOOL_RETRY_MAX_S = 5.0
+ORPHAN_SWEEP_S = 30.0  # how often a process looks for slots that no live process holds and still hold events
+
+
+def _cursor_of(spool: FileOutbox) -> int:
+    """How far the Redis forwarder got in this spool (0: nothing forwarded, or an unreadable cursor)."""
+    try:
+        return int((spool.read_state(SPOOL_CURSOR) or {}).get("pos", 0))
+    except (TypeError, ValueError):
+        return 0
 
 
 def claim_spool(root: str | os.PathLike) -> FileOutbox:
@@ -526,21 +535,21 @@ class SpooledRedisOutbox(RedisOutbox):
     An event Redis does not take (after RedisOutbox's own retries) is appended to this process's spool, fsync'd, and
     a forwarder moves spooled events into the stream in their order as soon as Redis answers, advancing a cursor
     kept beside the spool (at-least-once: an event whose XADD succeeded just before a crash may be sent twice; its
-    id lets receivers de-duplicate). While the spool holds events, new ones queue behind them, so order is kept."""
+    id lets receivers de-duplicate). While the spool holds events, new ones queue behind them, so order is kept.
+
+    A slot that no live process holds but that still holds events (its gateway was restarted with fewer workers, or
+    a worker died for good) is adopted: every process sweeps the spool root at start and every ORPHAN_SWEEP_S, takes
+    such a slot's lock, moves its events into the stream from its own cursor, and lets it go. The lock decides who
+    adopts; a worker that starts later takes the slot as its own once it is free again."""
 
     def __init__(self, url: str, *, stream: str = "ztgate:outbox", maxlen: int = 1_000_000,
                  spool_dir: str | os.PathLike):
         super().__init__(url, stream=stream, maxlen=maxlen)
         self.spool = claim_spool(spool_dir)
-        self.forwarded = self._load_cursor()
+        self.forwarded = _cursor_of(self.spool)
         self._forwarder: asyncio.Task | None = None
+        self._sweeper: asyncio.Task | None = None
         self._closing = False
-
-    def _load_cursor(self) -> int:
-        try:
-            return int((self.spool.read_state(SPOOL_CURSOR) or {}).get("pos", 0))
-        except (TypeError, ValueError):
-            return 0
 
     @property
     def spooled(self) -> int:
@@ -558,34 +567,25 @@ class SpooledRedisOutbox(RedisOutbox):
         return f"spool-{seq}"
 
     def resume(self) -> None:
-        """Starts the forwarder if the spool holds events (also after a restart) and none is running."""
-        if self.spooled and self._forwarder is None and not self._closing:
+        """Starts the forwarder if the spool holds events (also after a restart) and none is running, and the sweep
+        for orphaned slots once."""
+        if self._closing:
+            return
+        if self.spooled and self._forwarder is None:
             self._forwarder = asyncio.create_task(self._forward(), name="ztgate-outbox-spool")
+        if self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep_orphans(), name="ztgate-outbox-orphans")
 
     async def _forward(self) -> None:
-        import redis.exceptions as rex
-
         reader = self.spool.reader(str(self.forwarded))
-        delay = 0.2
         try:
             while not self._closing:
                 if not self.spooled:
                     return  # no await between this check and the finally: an append now starts a new forwarder
                 records = await reader.read(100, 0)
                 for rec in records:
-                    env = {"id": rec.id, "kind": rec.kind, "sid": rec.sid, "enqueued_ms": rec.enqueued_ms,
-                           "event": rec.event}
-                    while True:
-                        try:
-                            await self.redis.xadd(self.stream, {"r": _encode(env)}, maxlen=self.maxlen,
-                                                  approximate=True)
-                            break
-                        except (rex.ConnectionError, rex.TimeoutError):
-                            if self._closing:
-                                return
-                            await asyncio.sleep(delay)
-                            delay = min(delay * 2, SPOOL_RETRY_MAX_S)
-                    delay = 0.2
+                    if not await self._xadd_until_taken(rec):
+                        return
                     self.forwarded = int(rec.pos)
                 if records:  # the cursor is saved per batch: a crash mid-batch resends at most that batch
                     await self.spool.save_state(SPOOL_CURSOR, {"pos": str(self.forwarded)})
@@ -595,16 +595,78 @@ class SpooledRedisOutbox(RedisOutbox):
         finally:
             self._forwarder = None
 
+    async def _xadd_until_taken(self, rec: Record) -> bool:
+        """Appends one spooled record to the stream, retrying while Redis is away; False once the outbox closes."""
+        import redis.exceptions as rex
+
+        env = {"id": rec.id, "kind": rec.kind, "sid": rec.sid, "enqueued_ms": rec.enqueued_ms, "event": rec.event}
+        delay = 0.2
+        while True:
+            try:
+                await self.redis.xadd(self.stream, {"r": _encode(env)}, maxlen=self.maxlen, approximate=True)
+                return True
+            except (rex.ConnectionError, rex.TimeoutError):
+                if self._closing:
+                    return False
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, SPOOL_RETRY_MAX_S)
+
+    async def _sweep_orphans(self) -> None:
+        while not self._closing:
+            try:
+                await self.adopt_orphans()
+            except OSError as err:  # a spool root we cannot list now: the next sweep tries again
+                log.warning("events outbox: cannot sweep %s for orphaned spool slots: %s", self.spool.dir.parent, err)
+            await asyncio.sleep(ORPHAN_SWEEP_S)
+
+    async def adopt_orphans(self) -> int:
+        """Moves into the stream the events of every slot beside ours that no live process holds; returns how many."""
+        moved = 0
+        for slot in sorted(self.spool.dir.parent.iterdir()):
+            if self._closing:
+                break
+            if slot == self.spool.dir or not slot.name.isdigit() or not slot.is_dir():
+                continue
+            try:
+                orphan = FileOutbox(slot)
+            except OutboxBusy:
+                continue  # a live process holds it and forwards it itself
+            try:
+                moved += await self._drain(orphan)
+            finally:
+                await orphan.close()
+        return moved
+
+    async def _drain(self, orphan: FileOutbox) -> int:
+        cursor = _cursor_of(orphan)
+        if orphan.head_seq <= cursor:
+            return 0
+        log.warning("events outbox: adopting %d spooled events from %s, which no live process holds",
+                    orphan.head_seq - cursor, orphan.dir)
+        reader, moved = orphan.reader(str(cursor)), 0
+        while orphan.head_seq > cursor and not self._closing:
+            records = await reader.read(100, 0)
+            if not records:
+                break
+            for rec in records:
+                if not await self._xadd_until_taken(rec):
+                    break
+                cursor, moved = int(rec.pos), moved + 1
+            await orphan.save_state(SPOOL_CURSOR, {"pos": str(cursor)})  # per batch, as the slot's own forwarder
+            await orphan.compact(str(cursor))
+        return moved
+
     async def backlog(self, after: str | None, cap: int = 100_000) -> tuple[int, int | None]:
         count, oldest = await super().backlog(after, cap)
         return count + self.spooled, oldest
 
     async def close(self) -> None:
         self._closing = True
-        if self._forwarder is not None:
-            self._forwarder.cancel()
-            with contextlib.suppress(BaseException):
-                await self._forwarder
+        for task in (self._forwarder, self._sweeper):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
         await self.spool.close()
         await super().close()
 

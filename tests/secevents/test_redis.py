@@ -255,3 +255,50 @@ async def test_a_restarted_gateway_forwards_what_its_spool_still_holds(tmp_path,
     await wait_for(delivered, timeout=30)
     await events.stop()
     assert lines() == ids
+
+
+@pytest.mark.slow
+async def test_a_gateway_restarted_with_fewer_workers_forwards_the_spool_slots_nobody_holds(tmp_path, redis_server):
+    out, cfg, spool = tmp_path / "events.jsonl", jsonl_cfg(tmp_path / "events.jsonl"), tmp_path / "spool"
+    first = await spooled_events(cfg, redis_server, spool)
+    second = await spooled_events(cfg, redis_server, spool)  # a second worker: slot 1
+    redis_server.kill()
+    ids = [await first.emit_logoff(make_session(sid="s-1"), "worker 0 during the outage")]
+    ids += [await second.emit_logoff(make_session(sid=f"s-{i}"), "worker 1 during the outage") for i in (2, 3)]
+    await first.stop()
+    await second.stop()
+    redis_server.start()
+    events = await spooled_events(cfg, redis_server, spool)  # restarted with one worker: slot 1 has no owner
+
+    async def delivered():
+        return len(delivered_ids(out)) >= len(ids)
+    await wait_for(delivered, timeout=30)
+    await events.stop()
+    lines = delivered_ids(out)
+    assert sorted(lines) == sorted(ids)  # every event once
+    assert [i for i in lines if i in ids[1:]] == ids[1:]  # a slot's events keep their order
+
+
+@pytest.mark.slow
+async def test_a_running_gateway_adopts_the_spool_of_a_worker_that_died(tmp_path, redis_server, monkeypatch):
+    from gateway.secevents import outbox
+
+    monkeypatch.setattr(outbox, "ORPHAN_SWEEP_S", 0.2)
+    out, cfg, spool = tmp_path / "events.jsonl", jsonl_cfg(tmp_path / "events.jsonl"), tmp_path / "spool"
+    survivor = await spooled_events(cfg, redis_server, spool)
+    worker = await spooled_events(cfg, redis_server, spool)
+    redis_server.kill()
+    ids = [await worker.emit_logoff(make_session(sid=f"s-{i}"), "during the outage") for i in range(3)]
+    await worker.stop()  # gone for good: nothing restarts into its slot
+    assert survivor.status()["outbox"]["spooled"] == 0
+    redis_server.start()
+
+    async def delivered():
+        return len(delivered_ids(out)) >= len(ids)
+    await wait_for(delivered, timeout=30)
+    await survivor.stop()
+    assert delivered_ids(out) == ids
+    again = await spooled_events(cfg, redis_server, spool)  # the adopted slot's cursor moved: nothing is resent
+    await asyncio.sleep(0.5)
+    await again.stop()
+    assert delivered_ids(out) == ids
