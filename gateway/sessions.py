@@ -128,6 +128,10 @@ class Sessions:
         cached = self.get_cached(sid)
         if cached is not NOT_CACHED:
             return cached  # type: ignore[return-value]
+        return await self.fetch(sid)
+
+    async def fetch(self, sid: str) -> SessionRecord | None:
+        """get() once get_cached() has answered NOT_CACHED: asks the store, falling back as get() says."""
         now = self.clock()
         entry = self._cache.get(sid)
         fresh = entry is not None and now - entry.fetched < self.store_cfg.cache_seconds

@@ -152,7 +152,7 @@ class ZtgateAddon:
             try:
                 record = gw.sessions.get_cached(claims.sid)
                 if record is NOT_CACHED:
-                    record = await gw.sessions.get(claims.sid)
+                    record = await gw.sessions.fetch(claims.sid)
             except StoreUnavailable:
                 self._answer(flow, Outcome(Verdict.UNAVAILABLE), access.wants_html(seen), path)
                 return
