@@ -32,7 +32,7 @@ class Population:
     react_between_sd_log: np.ndarray  # sd of users' median log reaction time
     coalesced_rate: float  # fraction of flights below COALESCED_MS in genuine typing
     collapsed_dwell_rate: float  # fraction of dwells below COLLAPSED_DWELL_MS
-    flight_cv_floor: float  # a low quantile of the flight CV of genuine 32-flight windows
+    flight_cv_floor: float  # a low quantile over genuine users of the lowest CV of their 32-flight windows
     cadence_alarm: float  # CUSUM level at which the cadence score reaches 0.5 (calibrated on training users)
     cadence_gain: float  # scale on per-observation log-likelihood ratios (naive-Bayes overcount correction)
     source: str = "defaults"

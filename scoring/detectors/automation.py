@@ -1,7 +1,8 @@
 """`automation`: input too regular, too fast, or replayed.
 
-- regular: the coefficient of variation of recent flights far below what any genuine typist produces (the floor is
-  a low quantile measured on training users);
+- regular: the coefficient of variation of a 32-flight window below what any genuine typist produces (the floor is
+  the lowest window CV that training users reach in a whole session, a low quantile over users: the detector keeps
+  the lowest CV of the session, so a per-window quantile would be crossed by regular typists sooner or later);
 - fast: a median flight faster than people sustain;
 - fast and steady: a median flight faster than any training user's fastest stretch, at a steadiness no fast typist
   shows (people who type that fast roll keys over and are irregular; a script with a fixed delay, even one jittered
@@ -110,7 +111,7 @@ class AutomationDetector:
             self._check_replay(ms32.astype(np.float64).tolist(), pair.tolist())
             recent = self._index.ms
             if len(recent) >= CV_WINDOW:
-                self.stat[4] = min(self.stat[4], _cv(recent[-CV_WINDOW:]))
+                self.stat[4] = min(self.stat[4], flight_cv(recent[-CV_WINDOW:]))
         if len(strokes.straightness):
             self.stat[2] += len(strokes.straightness)
             self.stat[3] += int(np.count_nonzero(strokes.straightness > PERFECTLY_STRAIGHT))
@@ -176,9 +177,9 @@ class AutomationDetector:
         components: dict[str, float] = {}
         details: dict[str, float] = {"flights": float(n_flights), "replayed_runs": float(self.stat[1])}
         if len(recent) >= MIN_FLIGHTS:
-            cv = min(_cv(recent), float(self.stat[4]))
+            cv = min(flight_cv(recent), float(self.stat[4]))
             floor = self.population.flight_cv_floor
-            components["regular"] = sigmoid(10.0 * (math.log(floor) - math.log(max(cv, 1e-4))))
+            components["regular"] = regular(cv, floor)
             ordered = sorted(recent.tolist())
             k = len(ordered)
             med = ordered[k // 2] if k % 2 else 0.5 * (ordered[k // 2 - 1] + ordered[k // 2])
@@ -337,6 +338,11 @@ def _commit_of_last_action(in_kind: np.ndarray, in_key: np.ndarray, lo: int, hi:
     return default
 
 
+def regular(cv: float, floor: float) -> float:
+    """The `regular` component of a session whose lowest window flight CV is `cv`."""
+    return sigmoid(10.0 * (math.log(floor) - math.log(max(cv, 1e-4))))
+
+
 def fast_steady(median_ms: float, cv: float) -> float:
     """The `fast_steady` component of a window with this median flight and flight CV."""
     return sigmoid(20.0 * (math.log(FAST_STEADY_FLOOR_MS) - math.log(max(median_ms, 0.1)))) * sigmoid(
@@ -351,7 +357,8 @@ def typing_cv(ms) -> float:
     types short lines never showed a steady window. People's windows under 70 ms have no such pauses to drop, so
     FAST_STEADY_CV holds for this measure (`python -m scoring.eval.fast_steady`). Not used for `regular`: there the
     plain CV's floor is a low quantile over people at every speed, and leaving out slower people's hesitations made
-    a few of them look steadier than it (1.5% of the genuine keyboard sessions of `ztgate eval relay`, against 0.5%)."""
+    a few of them look steadier than it (with the earlier per-window floor: 1.5% of the genuine keyboard sessions of
+    `ztgate eval relay` reached step-up, against 0.5%)."""
     v = sorted(ms.tolist() if isinstance(ms, np.ndarray) else ms)
     n = len(v)
     if n == 0:
@@ -359,11 +366,11 @@ def typing_cv(ms) -> float:
     limit = PAUSE_FACTOR * (v[n // 2] if n % 2 else 0.5 * (v[n // 2 - 1] + v[n // 2]))
     while v[-1] > limit:
         v.pop()
-    return _cv(v)
+    return flight_cv(v)
 
 
-def _cv(ms) -> float:
-    """Coefficient of variation of a short window (plain Python: cheaper than numpy calls for 32 values)."""
+def flight_cv(ms) -> float:
+    """Coefficient of variation of a short window of flights (plain Python: cheaper than numpy calls for 32 values)."""
     v = ms.tolist() if isinstance(ms, np.ndarray) else list(ms)
     n = len(v)
     if n == 0:

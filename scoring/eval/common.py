@@ -8,6 +8,7 @@ import time
 import numpy as np
 
 from .. import features as F
+from ..detectors.automation import CV_WINDOW, flight_cv
 from ..population import Population, default_population
 from ..profile import TimingStats
 from ..stats import variance
@@ -81,6 +82,13 @@ def correction_latencies(s: Sentence) -> np.ndarray:
     return lat[(lat >= F.CORRECTION_RANGE_MS[0]) & (lat <= F.CORRECTION_RANGE_MS[1])]
 
 
+# The automation detector keeps the lowest flight CV of a session, so its floor is a quantile over users of the lowest
+# window CV each reaches in their typing (about 400 windows of 15 sentences), not a quantile over windows: the 0.1%
+# quantile over windows (0.25) was below the lowest window of 9% of training users, and 2.5% of them (CV < 0.22)
+# reached the step-up level in 15 sentences.
+REGULAR_FLOOR_QUANTILE = 0.001
+
+
 def build_population(
     train: list[User],
     prompt_median_ms: float = 450.0,
@@ -95,7 +103,7 @@ def build_population(
     within_sum = np.zeros(n_f)
     users = np.zeros(n_f)
     coalesced = flights = collapsed = dwells = 0
-    cvs = []
+    lowest_cvs = []  # per user: the lowest CV of any 32-flight window of their typing
     corr_medians, corr_within = [], []
     for u in train:
         st = stats_from_sentences(u.sentences)
@@ -111,9 +119,8 @@ def build_population(
             dwells += len(ks.dwell_ms)
             collapsed += int(np.count_nonzero(ks.dwell_ms < 8.0))
         all_flights = np.concatenate([sentence_keystrokes(s).flight_ms for s in u.sentences])
-        for start in range(0, len(all_flights) - 32, 32):
-            w = all_flights[start : start + 32]
-            cvs.append(w.std() / w.mean())
+        if len(all_flights) >= 2 * CV_WINDOW:
+            lowest_cvs.append(min(flight_cv(all_flights[i : i + CV_WINDOW]) for i in range(len(all_flights) - CV_WINDOW + 1)))
         corr = np.concatenate([correction_latencies(s) for s in u.sentences])
         if len(corr) >= 3:
             lc = np.log(corr)
@@ -141,7 +148,7 @@ def build_population(
         react_between_sd_log=np.array([0.2, corr_between, *pointer_part[2:]]),
         coalesced_rate=coalesced / max(flights, 1),
         collapsed_dwell_rate=collapsed / max(dwells, 1),
-        flight_cv_floor=float(np.quantile(cvs, 0.001)) if cvs else d.flight_cv_floor,
+        flight_cv_floor=float(np.quantile(lowest_cvs, REGULAR_FLOOR_QUANTILE)) if lowest_cvs else d.flight_cv_floor,
         cadence_alarm=d.cadence_alarm,
         cadence_gain=1.0,
         source="aalto training users",
