@@ -615,8 +615,8 @@ class SpooledRedisOutbox(RedisOutbox):
         while not self._closing:
             try:
                 await self.adopt_orphans()
-            except OSError as err:  # a spool root we cannot list now: the next sweep tries again
-                log.warning("events outbox: cannot sweep %s for orphaned spool slots: %s", self.spool.dir.parent, err)
+            except Exception as err:  # an unreadable root or slot now: what it holds stays on disk for the next sweep
+                log.warning("events outbox: sweeping %s for orphaned spool slots failed: %s", self.spool.dir.parent, err)
             await asyncio.sleep(ORPHAN_SWEEP_S)
 
     async def adopt_orphans(self) -> int:
