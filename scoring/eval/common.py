@@ -89,6 +89,12 @@ def correction_latencies(s: Sentence) -> np.ndarray:
 REGULAR_FLOOR_QUANTILE = 0.001
 
 
+def lowest_window_cv(flights: np.ndarray) -> float:
+    """The lowest flight CV of any CV_WINDOW consecutive flights: what the automation detector's `regular` component
+    keeps over a session when its batches are small enough to see every window (the gateway's sensor batches)."""
+    return min(flight_cv(flights[i : i + CV_WINDOW]) for i in range(len(flights) - CV_WINDOW + 1))
+
+
 def build_population(
     train: list[User],
     prompt_median_ms: float = 450.0,
@@ -120,7 +126,7 @@ def build_population(
             collapsed += int(np.count_nonzero(ks.dwell_ms < 8.0))
         all_flights = np.concatenate([sentence_keystrokes(s).flight_ms for s in u.sentences])
         if len(all_flights) >= 2 * CV_WINDOW:
-            lowest_cvs.append(min(flight_cv(all_flights[i : i + CV_WINDOW]) for i in range(len(all_flights) - CV_WINDOW + 1)))
+            lowest_cvs.append(lowest_window_cv(all_flights))
         corr = np.concatenate([correction_latencies(s) for s in u.sentences])
         if len(corr) >= 3:
             lc = np.log(corr)

@@ -7,7 +7,7 @@ Where the automation detector's `fast_steady` floors come from, and what they ca
 - scripts: a fixed-interval script typing lines of a given length, each key delayed by the dispatch jitter of a
   loaded machine, with a wait of 0.4-0.9 s between a line's Enter and the next line (the new field appearing), fed
   through the real feature extraction and detector: the keystroke at which `fast_steady` first reaches 0.5.
-Takes about a minute.
+Takes about 25 s.
 """
 
 from __future__ import annotations

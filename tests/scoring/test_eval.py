@@ -41,9 +41,9 @@ def test_no_aalto_test_user_types_regularly_enough_to_be_stepped_up_as_a_script(
     """The `regular` floor is a quantile over training users of the lowest window CV of their typing, because the
     detector keeps a session's lowest CV and the gateway's small batches check nearly every window. Test users'
     sessions, judged the same way, must stay under the step-up score (policies/defaults/behaviour.yaml: 0.8)."""
-    from scoring.detectors.automation import CV_WINDOW, flight_cv, regular
+    from scoring.detectors.automation import CV_WINDOW, regular
     from scoring.eval.aalto import load_users, split_users
-    from scoring.eval.common import SPLIT_SEED, sentence_keystrokes
+    from scoring.eval.common import SPLIT_SEED, lowest_window_cv, sentence_keystrokes
     from scoring.population import shipped_population
 
     floor = shipped_population().flight_cv_floor
@@ -52,7 +52,6 @@ def test_no_aalto_test_user_types_regularly_enough_to_be_stepped_up_as_a_script(
     for u in test:
         fl = np.concatenate([sentence_keystrokes(s).flight_ms for s in u.sentences])
         if len(fl) >= CV_WINDOW:
-            lowest = min(flight_cv(fl[i : i + CV_WINDOW]) for i in range(len(fl) - CV_WINDOW + 1))
-            worst = max(worst, regular(lowest, floor))
+            worst = max(worst, regular(lowest_window_cv(fl), floor))
     assert len(test) > 800
     assert worst < 0.8
