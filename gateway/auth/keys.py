@@ -19,6 +19,7 @@ import fcntl
 import hashlib
 import hmac
 import json
+import math
 import logging
 import os
 import re
@@ -163,7 +164,7 @@ class KeyRing:
             ring._reload()
             if not ring._keys or ring._keys[0].algorithm != algorithm:
                 try:
-                    ring._write_new_key()
+                    ring._write_new_key(ring._after_newest(ring._clock()))  # signs now, and is the newest
                 except OSError as exc:
                     raise KeyRingError(path, f"cannot write a new {algorithm} key: {exc.strerror}",
                                        "make the directory writable, or put a key ztgate wrote in it") from exc
@@ -249,15 +250,14 @@ class KeyRing:
         switch immediately). Returns the new key. Older keys stay published until `prune()` finds them expired."""
         now = self._clock() if now is None else now
         activation = now + (self.publish_ahead if publish_ahead is None else publish_ahead)
-        activation = max([activation, *(k.created + 0.001 for k in self._keys)])
+        activation = self._after_newest(activation)
         if self.directory is None:
             key = _make_key(_generate(self.algorithm), activation, "<memory>")
             self._install([key, *self._keys])
             return key
         with self._locked():
             self._reload()
-            activation = max([activation, *(k.created + 0.001 for k in self._keys)])
-            kid = self._write_new_key(activation)
+            kid = self._write_new_key(self._after_newest(activation))
             self._reload()
         return self._by_kid[kid]
 
@@ -272,7 +272,7 @@ class KeyRing:
             self._reload()
             if self._keys and now - self._keys[0].created <= max_age:
                 return None
-            kid = self._write_new_key(max([now + self.publish_ahead, *(k.created + 0.001 for k in self._keys)]))
+            kid = self._write_new_key(self._after_newest(now + self.publish_ahead))
             self._reload()
         return self._by_kid[kid]
 
@@ -315,9 +315,16 @@ class KeyRing:
         self._by_kid = {k.kid: k for k in keys}
         self._jwks = {"keys": [dict(k.public_jwk) for k in keys]}
 
+    def _after_newest(self, t: float) -> float:
+        """`t`, or just after the newest key if that is later: keys are ordered by creation, never tied (the file
+        name keeps milliseconds)."""
+        return max([t, *(k.created + 0.001 for k in self._keys)])
+
     def _file_of(self, key: SigningKey) -> Path:
         assert self.directory is not None
-        return self.directory / f"{int(round(key.created * 1000)):013d}-{key.kid}.pem"
+        # floored (with a microsecond of slack for float error), never rounded up: a key written to sign now must not
+        # read back as created in the future, or for that instant the key before it would still sign
+        return self.directory / f"{math.floor(key.created * 1000 + 0.001):013d}-{key.kid}.pem"
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
