@@ -1,8 +1,9 @@
 """The agent beside the browser: it owns the Playwright page and does what the (remote) operator says.
 
 It stands for the remote-access tool on a laptop-farm machine: key messages are injected into the page the moment
-they arrive (CDP `Input.dispatchKeyEvent`, fire and forget, in arrival order), and `observe` requests are answered
-with the page state an operator would see on screen. Protocol: `bench.scenarios.protocol`.
+they arrive (CDP `Input.dispatchKeyEvent`, fire and forget, in arrival order, each stamped with its arrival time as
+a remote-access server's injected input is stamped by the OS when it is injected), and `observe` requests are
+answered with the page state an operator would see on screen. Protocol: `bench.scenarios.protocol`.
 
 In-process: `server = await Agent(page, cdp).serve("127.0.0.1", 0)`.
 Process:    `python -m bench.scenarios.agent --url URL --listen 127.0.0.1:0` launches Chromium, opens URL, prints one
@@ -17,6 +18,7 @@ import contextlib
 import json
 import signal
 import sys
+import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -83,7 +85,7 @@ class Agent:
     def _dispatch(self, message: dict[str, Any], reply: Any, observer: _Observer) -> None:
         op = message["op"]
         if op in KEY_OPS:
-            params = cdp_key_params(message)
+            params = cdp_key_params(message, time.time())
             self.stats.keys += 1
             # no await: the next key must not wait for this one's acknowledgement (tasks keep arrival order)
             self._spawn(self._key(params, reply))

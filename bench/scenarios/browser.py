@@ -2,8 +2,12 @@
 
 `type_plan(cdp, plan)` sleeps until each event's monotonic target time and fires `Input.dispatchKeyEvent` without
 waiting for the previous one to be acknowledged (an acknowledgement takes 5-40 ms here, longer than many flight
-times), so overlapping keys (rollover) keep their recorded overlap. The browser stamps each event itself, so the page's
-`event.timeStamp` shows the timing the browser really saw; `DispatchReport` holds how late each send left Python.
+times), so overlapping keys (rollover) keep their recorded overlap. Each event carries the moment it left Python as
+its CDP `timestamp`, which the page sees as `event.timeStamp`: a real keyboard's events carry the time the OS took
+them in (on X, the server's event time), not the moment the browser got round to them. Without it, the browser's
+own queueing on a busy machine (stalls of 20-60 ms measured here) bunched keys at the page that no keyboard would
+have bunched. The sender's own lateness stays in, as it would for a program injecting input on a busy machine;
+`DispatchReport` holds how late each send left Python.
 """
 
 from __future__ import annotations
@@ -80,7 +84,7 @@ async def open_cdp(page: Page) -> CDPSession:
 
 async def dispatch(cdp: CDPSession, event: KeyEvent) -> None:
     """One key event, awaited (for callers that react to events one at a time, like the relay agent)."""
-    await cdp.send("Input.dispatchKeyEvent", event.cdp_params())
+    await cdp.send("Input.dispatchKeyEvent", event.cdp_params(time.time()))
 
 
 async def type_plan(cdp: CDPSession, plan: TypingPlan, *, t0: float | None = None) -> DispatchReport:
@@ -93,7 +97,7 @@ async def type_plan(cdp: CDPSession, plan: TypingPlan, *, t0: float | None = Non
 
     def send(event: KeyEvent) -> None:
         # tasks start in creation order, so the browser receives events in plan order
-        in_flight.append(asyncio.ensure_future(cdp.send("Input.dispatchKeyEvent", event.cdp_params())))
+        in_flight.append(asyncio.ensure_future(cdp.send("Input.dispatchKeyEvent", event.cdp_params(time.time()))))
 
     lateness = await play(timeline(plan), send, start)
     results = await asyncio.gather(*in_flight, return_exceptions=True)

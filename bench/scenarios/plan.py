@@ -69,8 +69,9 @@ class KeyEvent:
     modifiers: int
     stroke: int  # index into plan.strokes
 
-    def cdp_params(self) -> dict[str, object]:
-        """Parameters for CDP `Input.dispatchKeyEvent` (no timestamp: the browser stamps the real dispatch time)."""
+    def cdp_params(self, timestamp: float | None = None) -> dict[str, object]:
+        """Parameters for CDP `Input.dispatchKeyEvent`; `timestamp` (seconds since the epoch) becomes the event's
+        own time (`event.timeStamp` in the page), as a keyboard's events carry the time the OS took them in."""
         params: dict[str, object] = {
             "type": self.type,
             "modifiers": self.modifiers,
@@ -85,6 +86,8 @@ class KeyEvent:
             params["unmodifiedText"] = self.key.text
         if self.key.location == 3:
             params["isKeypad"] = True
+        if timestamp is not None:
+            params["timestamp"] = timestamp
         return params
 
 

@@ -60,8 +60,8 @@ def key_message(event: KeyEvent) -> dict[str, Any]:
     }
 
 
-def cdp_key_params(message: dict[str, Any]) -> dict[str, Any]:
-    """A validated key message to CDP `Input.dispatchKeyEvent` parameters."""
+def cdp_key_params(message: dict[str, Any], timestamp: float | None = None) -> dict[str, Any]:
+    """A validated key message to CDP `Input.dispatchKeyEvent` parameters (`timestamp`: see `KeyEvent.cdp_params`)."""
 
     def field(name: str, kind: type, check: Any = lambda v: True) -> Any:
         value = message.get(name)
@@ -90,6 +90,8 @@ def cdp_key_params(message: dict[str, Any]) -> dict[str, Any]:
         params["unmodifiedText"] = text
     if location == 3:
         params["isKeypad"] = True
+    if timestamp is not None:
+        params["timestamp"] = timestamp
     return params
 
 

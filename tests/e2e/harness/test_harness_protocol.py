@@ -16,6 +16,9 @@ def test_key_messages_round_trip_to_cdp_params() -> None:
     assert params == down.cdp_params()
     assert cdp_key_params(decode(encode(key_message(up))))["type"] == "keyUp"
     assert "text" not in cdp_key_params(decode(encode(key_message(up))))
+    # the injection time travels as the event's own time, on both paths
+    stamped = cdp_key_params(decode(encode(key_message(down))), 1_700_000_000.25)
+    assert stamped == down.cdp_params(1_700_000_000.25) and stamped["timestamp"] == 1_700_000_000.25
 
 
 @pytest.mark.parametrize(
