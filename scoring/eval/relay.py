@@ -53,7 +53,12 @@ from .common import SPLIT_SEED, Progress, build_population
 ENROL_SENTENCES = 5
 ENROL_CLICKS_PER_SENTENCE = 8
 EPOCH0 = 1.7e12
-BATCH = 50
+# the browser sensor's flush rule (gateway/sensor/sensor.js FLUSH_MS, FLUSH_EVENTS): a batch leaves 250 ms after
+# its first buffered event, or at 50 events. Scoring in batches of that shape matters: detectors that keep a
+# per-session extreme (the automation detector's lowest window CV) see a window at every batch end, so coarser
+# batches (50 events, 3-4 s of typing) hid a genuine false alarm that the gateway showed
+FLUSH_MS = 250.0
+FLUSH_EVENTS = 50
 SEED = 11
 ECHO_MS = 8.0
 PROMPT_MEDIAN_MS = 450.0
@@ -273,11 +278,24 @@ AUTOMATION_TERMINATE = 0.95  # policies/defaults/behaviour.yaml: automation-cert
 HORIZONS_S = (60.0, 120.0)
 
 
+def sensor_batches(t_ms: np.ndarray, flush_ms: float = FLUSH_MS, max_events: int = FLUSH_EVENTS) -> list[slice]:
+    """Consecutive slices of time-ordered events as the sensor would send them: each batch holds the events within
+    `flush_ms` of its first one, at most `max_events`."""
+    out = []
+    i, n = 0, len(t_ms)
+    while i < n:
+        j = int(np.searchsorted(t_ms, t_ms[i] + flush_ms, side="left"))
+        j = max(i + 1, min(j, i + max_events))
+        out.append(slice(i, j))
+        i = j
+    return out
+
+
 def run_session(scorer: SessionScorer, events: np.ndarray, signal: str) -> SessionOutcome:
     alarm = step_up = terminate = auto_step_up = auto_terminate = None
     a = None
-    for i in range(0, len(events), BATCH):
-        a = scorer.update(events[i : i + BATCH])
+    for batch in sensor_batches(events["t_src"]):
+        a = scorer.update(events[batch])
         auto = a.signals["automation"]
         if auto.sufficient and auto_terminate is None and auto.score >= AUTOMATION_STEP_UP:
             at = (a.evidence.seconds, a.evidence.keystrokes)
@@ -434,7 +452,8 @@ def run(data: str, users_limit: int = 200, progress: bool = True, seed: int = SP
             "pointer_baseline": {"median_ms": ptr[0], "within_sd_log": ptr[1], "between_sd_log": ptr[2]},
             "split_seed": seed,
             "seed": SEED,
-            "batch_events": BATCH,
+            "flush_ms": FLUSH_MS,
+            "flush_events": FLUSH_EVENTS,
             "enrol_sentences": ENROL_SENTENCES,
             "enrol_clicks": ENROL_SENTENCES * ENROL_CLICKS_PER_SENTENCE,
             "step_up_ms": STEP_UP_MS,
@@ -462,7 +481,7 @@ def markdown(r: dict) -> str:
         f"(Balabit training users {', '.join(p['pointer_users']['train'])} give the pointer population baseline: median "
         f"{pb['median_ms']:.0f} ms, within-user sd {pb['within_sd_log']:.2f}, between-user sd {pb['between_sd_log']:.2f} in log); "
         f"one session per condition each (about 10 tasks), enrolled from {p['enrol_sentences']} sentences and "
-        f"{p['enrol_clicks']} training-file clicks, scored online in batches of {p['batch_events']} events; run in "
+        f"{p['enrol_clicks']} training-file clicks, scored online in batches as the browser sensor sends them ({p['flush_ms']:g} ms after a batch's first event, or at {p['flush_events']} events); run in "
         f"{r.get('seconds', '?')} s. Times are seconds of input at the source (Evidence.seconds).",
         "",
         "What is measured and what is modelled (scoring/eval/relay.py):",

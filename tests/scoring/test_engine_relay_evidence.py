@@ -151,3 +151,14 @@ def test_eval_model_delays_reactions_and_presses_only_under_a_relay():
     rb = feed(scoring.SessionScorer(None), b).signals["relay"].details
     assert ra["pointer_reactions"] == rb["pointer_reactions"] == 6
     assert rb["relay_probability"] > 5 * ra["relay_probability"]
+
+
+def test_eval_scores_in_batches_shaped_like_the_sensors():
+    from scoring.eval.relay import sensor_batches
+
+    t = np.array([0.0, 100.0, 249.0, 250.0, 260.0, 900.0] + [1200.0 + i for i in range(60)])
+    batches = sensor_batches(t)
+    # 250 ms after a batch's first event, at most 50 events, every event exactly once and in order
+    assert [(b.start, b.stop) for b in batches[:3]] == [(0, 3), (3, 5), (5, 6)]
+    assert [b.stop - b.start for b in batches[3:]] == [50, 10]
+    assert sensor_batches(np.zeros(0)) == [] and sensor_batches(np.zeros(120)) == [slice(0, 50), slice(50, 100), slice(100, 120)]
