@@ -63,18 +63,18 @@ def cookie(cookie_headers: list[str], name: str) -> str | None:
         if prefix not in header:
             continue
         if ";" not in header and header.startswith(prefix):  # the header is this one cookie (API clients)
-            value = header[len(prefix):].strip()
-            if len(value) >= 2 and value[0] == value[-1] == '"':
-                value = value[1:-1]
-            return value
+            return _unquoted(header[len(prefix):])
         for part in header.split(";"):
             part = part.strip()
             if part.startswith(prefix):
-                value = part[len(prefix):].strip()
-                if len(value) >= 2 and value[0] == value[-1] == '"':
-                    value = value[1:-1]
-                return value
+                return _unquoted(part[len(prefix):])
     return None
+
+
+def _unquoted(value: str) -> str:
+    """A cookie value without its surrounding spaces and one pair of double quotes (RFC 6265 allows them)."""
+    value = value.strip()
+    return value[1:-1] if len(value) >= 2 and value[0] == value[-1] == '"' else value
 
 
 def strip_cookie(value: str, name: str) -> str:
