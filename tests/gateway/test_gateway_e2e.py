@@ -173,7 +173,7 @@ def test_cli_sessions_commands_use_the_admin_api(env):
         login(c, fresh(users))
         sid = jwt.decode(c.cookies.get("ztgate_session"), options={"verify_signature": False})["sid"]
     base = [sys.executable, "-m", "gateway.cli.main", "sessions"]
-    opts = ["--url", gw.url, "--token", gw.admin_token]
+    opts = ["--url", gw.url, f"--token={gw.admin_token}"]  # a random token may start with "-"
     out = subprocess.run(base + ["list", "--json"] + opts, capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and sid in {s["sid"] for s in json.loads(out.stdout)["sessions"]}
     out = subprocess.run(base + ["show", sid] + opts, capture_output=True, text=True, timeout=30)

@@ -86,12 +86,12 @@ def test_profile_import_validates_and_keeps_the_old_profile_on_bad_input(env):
     path = tmp / "dave.profile"
     path.write_bytes(_profile_bytes(1))
     cli = [sys.executable, "-m", "gateway.cli.main", "profiles", "import", "dave", str(path), "--url", gw.url,
-           "--token", gw.admin_token]
+           f"--token={gw.admin_token}"]  # a random token may start with "-"
     done = subprocess.run(cli, capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert done.returncode == 0 and "imported" in done.stdout, done.stderr
     assert "dave" in gw.admin("GET", "/profiles").json()["profiles"]
-    missing = subprocess.run(cli[:-5] + [str(tmp / "nope")] + cli[-4:], capture_output=True, text=True, cwd=ROOT,
-                             timeout=60)
+    missing = subprocess.run([str(tmp / "nope") if arg == str(path) else arg for arg in cli], capture_output=True,
+                             text=True, cwd=ROOT, timeout=60)
     assert missing.returncode == 2 and "cannot read" in missing.stderr
 
 
