@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import difflib
 import socket
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
+from .auth.attestation import AttestationPolicy, split_pem
 from .errors import ConfigError, KeyPath
 from .yamlsource import SourceDocument, SourceError, load_file, load_text
 
@@ -139,6 +141,11 @@ class ScoringConfig:
 
 
 @dataclass(frozen=True)
+class WebAuthnConfig:
+    attestation: AttestationPolicy = field(default_factory=AttestationPolicy)
+
+
+@dataclass(frozen=True)
 class TelemetryConfig:
     otlp_endpoint: str | None = None
     prometheus: bool = True
@@ -164,6 +171,7 @@ class Config:
     scoring: ScoringConfig
     events: Any  # gateway.secevents.EventsConfig
     telemetry: TelemetryConfig
+    webauthn: WebAuthnConfig = field(default_factory=WebAuthnConfig)
     state_dir: str = "var/ztgate"
     shutdown_grace: float = 30.0  # seconds open requests and WebSockets get to finish after SIGTERM
     raw: dict = field(default_factory=dict, repr=False, compare=False)
@@ -430,8 +438,35 @@ def _events(raw: Any, path: KeyPath, store: StoreConfig) -> Any:
     return cfg
 
 
+def _webauthn(raw: Any, path: KeyPath, base: Path) -> WebAuthnConfig:
+    s = _Section(raw, path, ("attestation_allowed_cas", "attestation_denied_cas", "attestation_allowed_aaguids"))
+
+    def roots(key: str) -> tuple[bytes, ...]:
+        out: list[bytes] = []
+        for i, name in enumerate(s.strings(key)):
+            file = _existing_file(name, path + (key, i), base)
+            try:
+                out += split_pem(Path(file).read_bytes(), file)
+            except (OSError, ValueError) as exc:
+                raise ConfigError(path + (key, i), str(exc), "a PEM file of the vendor's attestation root CA(s)") from None
+        return tuple(out)
+
+    aaguids = []
+    for i, text in enumerate(s.strings("attestation_allowed_aaguids")):
+        try:
+            aaguids.append(str(uuid.UUID(text)))
+        except ValueError:
+            raise ConfigError(path + ("attestation_allowed_aaguids", i), f"not a UUID: {text!r}",
+                              "an authenticator model's AAGUID, e.g. cb69481e-8ff7-4039-93ec-0a2729a154a8") from None
+    policy = AttestationPolicy(roots("attestation_allowed_cas"), roots("attestation_denied_cas"), frozenset(aaguids))
+    if policy.allowed_aaguids and not policy.allowed_roots:
+        raise ConfigError(path + ("attestation_allowed_aaguids",), "needs attestation_allowed_cas",
+                          "an authenticator reports its own AAGUID: only a checked attestation chain makes it true")
+    return WebAuthnConfig(policy)
+
+
 TOP_LEVEL = ("instance", "state_dir", "listeners", "routes", "identity", "store", "session", "keys", "admin",
-             "policies", "scoring", "events", "telemetry", "shutdown_grace")
+             "policies", "scoring", "events", "telemetry", "webauthn", "shutdown_grace")
 
 
 def from_document(doc: SourceDocument, *, base: Path | None = None) -> Config:
@@ -466,6 +501,7 @@ def from_document(doc: SourceDocument, *, base: Path | None = None) -> Config:
             scoring=_section_parser("scoring")(d.get("scoring"), ("scoring",)),
             events=_events(d.get("events"), ("events",), store),
             telemetry=_section_parser("telemetry")(d.get("telemetry"), ("telemetry",)),
+            webauthn=_webauthn(d.get("webauthn"), ("webauthn",), base),
             state_dir=state_dir,
             shutdown_grace=top.positive("shutdown_grace", 30.0, float),
             raw=d,

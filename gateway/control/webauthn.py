@@ -15,7 +15,11 @@ Challenges are 32 random bytes in a state that is HMAC-signed, expires after CHA
 and the ceremony, and is consumed once through the store's first_use: a challenge (so an assertion made for it)
 verifies once, in one session, on any gateway process. rp_id is the host the browser sees (X-Forwarded-Host); the
 origin must be exactly scheme://Host as the browser sent it. The store keeps public material only: credential id,
-COSE public key, signature counter, transports.
+COSE public key, signature counter, transports, the attestation format, AAGUID and certificate chain.
+
+Attestation (`webauthn.attestation_allowed_cas` and friends, gateway.auth.attestation): with a policy, registration
+asks for direct attestation and refuses a key whose chain does not reach an allowed CA (or reaches a denied one), and
+a step-up counts only the keys that meet the policy in force.
 
 Fallback: a step-up that asks for webauthn from a user without a registered key falls back to TOTP. The MFA page
 says so, and the session record notes it: `step_up.fallback = "totp"`, `step_up.fallback_reason`, and
@@ -31,6 +35,7 @@ import json
 import logging
 import secrets
 import time
+from dataclasses import replace
 from functools import lru_cache
 from html import escape
 from pathlib import Path
@@ -41,6 +46,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from .. import access
+from ..auth.attestation import Attestation, AttestationRefused, judge, still_allowed
 from ..auth.csrf import CsrfError
 from ..store import SessionState, StoreUnavailable
 from . import pages
@@ -58,6 +64,7 @@ MAX_CREDENTIALS = 10  # per user
 MAX_BODY = 64 * 1024
 STATIC_DIR = Path(__file__).with_name("static")
 FALLBACK_REASON = "no security key registered"
+FALLBACK_REASON_ATTESTATION = "no registered security key meets the attestation policy"
 FALLBACK_NOTICE = ("Your organisation asks for a security key here, but none is registered for you: "
                    "confirm with your one-time code instead, then register a key.")
 _CSP = ("default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; "
@@ -162,6 +169,16 @@ async def credentials_of(gw: "Gateway", user: str) -> list[dict]:
     return [c for c in await gw.store.get_credentials(user) if isinstance(c, dict) and c.get("id")]
 
 
+def usable(gw: "Gateway", creds: list[dict]) -> list[dict]:
+    """The keys that may answer a step-up under the attestation policy in force (all of them without one)."""
+    policy = gw.config.webauthn.attestation
+    return creds if not policy.enforced else [c for c in creds if still_allowed(policy, c)]
+
+
+async def usable_credentials(gw: "Gateway", user: str) -> list[dict]:
+    return usable(gw, await credentials_of(gw, user))
+
+
 def is_fresh(record: "SessionRecord", now: float | None = None) -> bool:
     now = time.time() if now is None else now
     return now - record.auth_time <= FRESH_SECONDS and bool(set(record.amr) & {"otp", "hwk", "mfa"})
@@ -173,16 +190,18 @@ async def step_up_choice(gw: "Gateway", record: "SessionRecord") -> str:
     if record.state != SessionState.STEP_UP_REQUIRED or record.step_up.get("method") != "webauthn":
         return "any"
     try:
-        if await credentials_of(gw, record.sub):
-            return "webauthn"
+        registered = await credentials_of(gw, record.sub)
     except StoreUnavailable:
         return "webauthn"  # never downgrade because the store hiccupped; the key page reports the outage
+    if usable(gw, registered):
+        return "webauthn"
+    reason = FALLBACK_REASON_ATTESTATION if registered else FALLBACK_REASON
     if record.step_up.get("fallback") != "totp":
-        log.warning("session %s: step-up asks for a security key, %s has none: falling back to TOTP", record.sid,
-                    record.sub)
-        decision = {**record.decision, "step_up_fallback": f"totp: {FALLBACK_REASON}"} if record.decision else {}
+        log.warning("session %s: step-up asks for a security key, %s has none usable (%s): falling back to TOTP",
+                    record.sid, record.sub, reason)
+        decision = {**record.decision, "step_up_fallback": f"totp: {reason}"} if record.decision else {}
         await gw.sessions.update(record.sid, step_up={**record.step_up, "fallback": "totp",
-                                                      "fallback_reason": FALLBACK_REASON},
+                                                      "fallback_reason": reason},
                                  **({"decision": decision} if decision else {}))
         gw.telemetry.count("ztgate_step_up_fallback_total", method="webauthn")
     return "fallback"
@@ -190,7 +209,7 @@ async def step_up_choice(gw: "Gateway", record: "SessionRecord") -> str:
 
 async def has_credentials(gw: "Gateway", user: str) -> bool:
     try:
-        return bool(await credentials_of(gw, user))
+        return bool(await usable_credentials(gw, user))
     except StoreUnavailable:
         return False
 
@@ -234,13 +253,16 @@ async def register_page(request: Request) -> Response:
         return RedirectResponse(f"/.ztgate/mfa?next={quote(here, safe='')}", status_code=303)
     binding, fresh_cookie = pre_binding(request)
     try:
-        count = len(await credentials_of(gw, record.sub))
+        registered = await credentials_of(gw, record.sub)
     except StoreUnavailable:
         return _page("Temporarily unavailable", "<p>Security keys cannot be managed right now.</p>", 503)
+    count = len(usable(gw, registered))
+    policy_note = (" Only keys from a maker your organisation approves are accepted."
+                   if gw.config.webauthn.attestation.allowed_roots else "")
     next_url = access.safe_next(request.query_params.get("next") or "/")
     body = _ceremony_page(mode="register", csrf=gw.csrf.issue("webauthn", binding), next_url=next_url,
                           title="Register a security key",
-                          intro=f"Security keys registered for you: {count}. Insert or touch your key to add it.",
+                          intro=f"Security keys registered for you: {count}.{policy_note} Insert or touch your key to add it.",
                           button="Add security key")
     response = HTMLResponse(body, headers={"Cache-Control": "no-store", "Content-Security-Policy": _CSP,
                                            "X-Frame-Options": "DENY"})
@@ -279,8 +301,9 @@ def _fresh_csrf(gw: "Gateway", request: Request) -> str:
 
 async def register_options(request: Request) -> Response:
     import webauthn
-    from webauthn.helpers.structs import (AuthenticatorSelectionCriteria, PublicKeyCredentialDescriptor,
-                                          ResidentKeyRequirement, UserVerificationRequirement)
+    from webauthn.helpers.structs import (AttestationConveyancePreference, AuthenticatorSelectionCriteria,
+                                          PublicKeyCredentialDescriptor, ResidentKeyRequirement,
+                                          UserVerificationRequirement)
 
     gw, record, body = await _begin(request)
     if isinstance(body, Response):
@@ -292,7 +315,7 @@ async def register_options(request: Request) -> Response:
         existing = await credentials_of(gw, record.sub)
     except StoreUnavailable:
         return problem(503, "store_unavailable", "security keys cannot be managed right now")
-    if len(existing) >= MAX_CREDENTIALS:
+    if len(usable(gw, existing)) >= MAX_CREDENTIALS:
         return problem(409, "too_many_keys", f"at most {MAX_CREDENTIALS} security keys per user")
     rp_id, origin = relying_party(request)
     challenge = secrets.token_bytes(32)
@@ -302,7 +325,9 @@ async def register_options(request: Request) -> Response:
         authenticator_selection=AuthenticatorSelectionCriteria(
             resident_key=ResidentKeyRequirement.DISCOURAGED,
             user_verification=UserVerificationRequirement.PREFERRED),
-        exclude_credentials=[PublicKeyCredentialDescriptor(id=_unb64u(c["id"])) for c in existing])
+        attestation=AttestationConveyancePreference(gw.config.webauthn.attestation.conveyance),
+        # a key registered before the attestation policy may be registered again, this time with its chain
+        exclude_credentials=[PublicKeyCredentialDescriptor(id=_unb64u(c["id"])) for c in usable(gw, existing)])
     return _json({"publicKey": json.loads(webauthn.options_to_json(options)),
                   "state": _state_for(gw, record, "register", challenge, rp_id, origin),
                   "csrf": _fresh_csrf(gw, request)})
@@ -334,20 +359,37 @@ async def register_verify(request: Request) -> Response:
     except (WebAuthnException, ValueError, KeyError, TypeError) as exc:
         log.warning("security key registration refused for %s: %s", record.sub, exc)
         return problem(400, "registration_refused", "the security key's answer could not be verified")
+    attestation = Attestation.of_registration(verified)
+    try:
+        root = judge(gw.config.webauthn.attestation, attestation)
+    except AttestationRefused as exc:
+        log.warning("security key registration refused for %s: %s (format %s, AAGUID %s)", record.sub, exc,
+                    attestation.fmt, attestation.aaguid)
+        gw.telemetry.count("ztgate_webauthn_registrations_refused_total", reason="attestation")
+        await _key_event(gw, record, accepted=False, detail=str(exc), attestation=attestation, root=None)
+        return problem(403, "attestation_refused", str(exc))
+    attestation = replace(attestation, root=root or None)
     transports = body["credential"].get("response", {}).get("transports") or []
     entry = {"id": _b64u(verified.credential_id), "public_key": _b64u(verified.credential_public_key),
              "sign_count": int(verified.sign_count), "aaguid": str(verified.aaguid),
              "transports": [str(t) for t in transports][:8], "user_verified": bool(verified.user_verified),
-             "created": time.time(), "last_used": None}
+             "created": time.time(), "last_used": None, "attestation": attestation.to_json()}
     try:
         existing = await credentials_of(gw, record.sub)
-        if any(c["id"] == entry["id"] for c in existing):
+        if any(c["id"] == entry["id"] for c in usable(gw, existing)):
             return problem(409, "already_registered", "this security key is already registered")
-        await gw.store.put_credentials(record.sub, (existing + [entry])[-MAX_CREDENTIALS:])
+        # the same key registered before the policy, now with an acceptable chain: it replaces its old entry
+        existing = [c for c in existing if c["id"] != entry["id"]]
+        accepted = {c["id"] for c in usable(gw, existing)}
+        # at the limit, keys the policy no longer accepts make room first, then the oldest
+        ordered = [c for c in existing if c["id"] not in accepted] + [c for c in existing if c["id"] in accepted]
+        await gw.store.put_credentials(record.sub, (ordered + [entry])[-MAX_CREDENTIALS:])
     except StoreUnavailable:
         return problem(503, "store_unavailable", "security keys cannot be managed right now")
-    log.info("security key registered for %s (session %s)", record.sub, record.sid)
+    log.info("security key registered for %s (session %s, format %s, AAGUID %s%s)", record.sub, record.sid,
+             attestation.fmt, attestation.aaguid, f", attested by CA {root[:16]}" if root else "")
     gw.telemetry.count("ztgate_webauthn_registrations_total")
+    await _key_event(gw, record, accepted=True, detail="security key registered", attestation=attestation, root=root)
     next_url = access.safe_next(str(body.get("next") or "/"))
     return _json({"ok": True, "redirect": next_url, "message": "Security key registered."})
 
@@ -363,7 +405,7 @@ async def authenticate_page(request: Request) -> Response:
         return refusal
     assert record is not None
     try:
-        has_keys = bool(await credentials_of(gw, record.sub))
+        has_keys = bool(await usable_credentials(gw, record.sub))
     except StoreUnavailable:
         return _page("Temporarily unavailable", "<p>Security keys cannot be checked right now.</p>", 503)
     if not has_keys:
@@ -391,7 +433,7 @@ async def authenticate_options(request: Request) -> Response:
     if isinstance(body, Response):
         return body
     try:
-        creds = await credentials_of(gw, record.sub)
+        creds = await usable_credentials(gw, record.sub)
     except StoreUnavailable:
         return problem(503, "store_unavailable", "security keys cannot be checked right now")
     if not creds:
@@ -439,6 +481,9 @@ async def authenticate_verify(request: Request) -> Response:
     match = next((c for c in creds if hmac.compare_digest(c["id"], cred_id)), None)
     if match is None:
         return await _failed(request, record, "unknown_key", "this security key is not registered for you")
+    if not usable(gw, [match]):
+        return await _failed(request, record, "key_not_accepted",
+                             "this security key does not meet your organisation's security key policy")
     try:
         verified = webauthn.verify_authentication_response(
             credential=body["credential"], expected_challenge=_unb64u(state["c"]), expected_rp_id=rp_id,
@@ -458,6 +503,19 @@ async def authenticate_verify(request: Request) -> Response:
     response = _json({"ok": True, "redirect": next_url, "message": "Confirmed."})
     response.headers.append("Set-Cookie", gw.session_cookie(gw.issue_session_token(record), is_tls(request)))
     return response
+
+
+async def _key_event(gw: "Gateway", record: "SessionRecord", *, accepted: bool, detail: str,
+                     attestation: Attestation, root: str | None) -> None:
+    """The security event of a key registration. The outbox's own outage handling applies; a failure to record
+    it must not undo a registration already stored, nor turn a refusal into a 500."""
+    if gw.events is None:
+        return
+    factor = {"format": attestation.fmt, "aaguid": attestation.aaguid, **({"attested_by": root} if root else {})}
+    try:
+        await gw.events.emit_mfa_factor(record.to_dict(), accepted=accepted, detail=detail, factor=factor)
+    except Exception:  # logged; the ceremony's answer stands
+        log.exception("could not record the security event of %s's key registration", record.sub)
 
 
 async def _failed(request: Request, record: "SessionRecord", error: str, description: str) -> Response:

@@ -22,6 +22,10 @@ def _summary(rec: Record) -> str:
     if ev.get("class_uid") == 3002:
         user = (ev.get("user") or {}).get("name", "?")
         return f"{ts}  LOGOFF     {user:<28} sid={z.get('sid', '?')}  reason={z.get('reason', '')}"
+    if ev.get("class_uid") == 3001:
+        user = (ev.get("user") or {}).get("name", "?")
+        outcome = "KEY ADDED" if ev.get("status_id") == 1 else "KEY REFUSED"
+        return f"{ts}  {outcome:<10} {user:<28} sid={z.get('sid', '?')}  {ev.get('message', '')}"
     dec = z.get("decision") or {}
     user = (z.get("user") or {}).get("email") or (z.get("user") or {}).get("sub") or "-"
     what = dec.get("action") or "policy_rejected"

@@ -1,4 +1,5 @@
-"""Pure builders of OCSF events: decision -> Detection Finding (2004), session end -> Authentication Logoff (3002).
+"""Pure builders of OCSF events: decision -> Detection Finding (2004), session end -> Authentication Logoff (3002),
+security key registered or refused -> Account Change: MFA Factor Enable (3001).
 
 No I/O here. The events carry counts and timings only: never characters, keys or field values (the inputs
 never contain them either; numeric `details` are the only details copied).
@@ -29,6 +30,24 @@ ACTIONS: dict[str, tuple[int, int, str]] = {
     "step_up": (2, 23, "Step-up authentication required"),
 }
 MFA_METHODS = {"mfa", "otp", "totp", "hwk", "swk", "webauthn", "fido", "sms", "pop"}
+
+
+# class_uid -> (category_uid, class caption), category_uid -> caption: the classes ztgate emits
+CLASSES = {2004: (2, "Detection Finding"), 3001: (3, "Account Change"), 3002: (3, "Authentication")}
+CATEGORIES = {2: "Findings", 3: "Identity & Access Management"}
+
+
+def _classified(class_uid: int, activity_id: int, activity_name: str, severity_id: int, now_ms: int) -> dict:
+    """The classification every event opens with; type_uid and the captions follow from the uids, as OCSF defines."""
+    category_uid, class_name = CLASSES[class_uid]
+    return {
+        "activity_id": activity_id, "activity_name": activity_name,
+        "category_uid": category_uid, "category_name": CATEGORIES[category_uid],
+        "class_uid": class_uid, "class_name": class_name,
+        "type_uid": class_uid * 100 + activity_id, "type_name": f"{class_name}: {activity_name}",
+        "severity_id": severity_id, "severity": SEVERITY[severity_id],
+        "time": now_ms,
+    }
 
 
 def correlation_uid(sid: str) -> str:
@@ -217,12 +236,7 @@ def detection_finding(*, event_id: str, decision: dict, session: dict, assessmen
         finding_info["related_analytics"] = related
 
     event: dict[str, Any] = {
-        "activity_id": 1, "activity_name": "Create",
-        "category_uid": 2, "category_name": "Findings",
-        "class_uid": 2004, "class_name": "Detection Finding",
-        "type_uid": 200401, "type_name": "Detection Finding: Create",
-        "severity_id": severity_id, "severity": SEVERITY[severity_id],
-        "time": now_ms,
+        **_classified(2004, 1, "Create", severity_id, now_ms),
         "message": f"{title}: {reason}" if reason else title,
         "status_id": 1, "status": "New",
         "action_id": action_id, "action": ACTION[action_id],
@@ -260,12 +274,7 @@ def logoff(*, event_id: str, session: dict, reason: str, instance: str, product_
     sid = str(session.get("sid", ""))
     created_ms = _ms(session.get("created"))
     event: dict[str, Any] = {
-        "activity_id": 2, "activity_name": "Logoff",
-        "category_uid": 3, "category_name": "Identity & Access Management",
-        "class_uid": 3002, "class_name": "Authentication",
-        "type_uid": 300202, "type_name": "Authentication: Logoff",
-        "severity_id": 1, "severity": SEVERITY[1],
-        "time": now_ms,
+        **_classified(3002, 2, "Logoff", 1, now_ms),
         "message": f"Session ended: {reason}",
         "status_id": 1, "status": "Success", "status_detail": reason,
         "metadata": _metadata(event_id, correlation_uid(sid), product_version, instance, now_ms, []),
@@ -290,6 +299,33 @@ def logoff(*, event_id: str, session: dict, reason: str, instance: str, product_
     return event
 
 
+def mfa_factor_enable(*, event_id: str, session: dict, accepted: bool, detail: str, factor: dict, instance: str,
+                      product_version: str, now: float) -> dict:
+    """A security key registered for the session's user, or refused (by the attestation policy), as an OCSF Account
+    Change. A refusal is worth a security team's look: under a policy it is what registering a software authenticator
+    (one a remote operator could use) looks like. `factor` carries public facts only (format, AAGUID, CA)."""
+    now_ms = int(now * 1000)
+    sid = str(session.get("sid", ""))
+    user = _user(session)
+    severity = 1 if accepted else 3
+    message = (f"Security key registered for {user['name']}" if accepted
+               else f"Security key registration refused for {user['name']}: {detail}")
+    event: dict[str, Any] = {
+        **_classified(3001, 10, "MFA Factor Enable", severity, now_ms),
+        "message": message,
+        "status_id": 1 if accepted else 2, "status": "Success" if accepted else "Failure", "status_detail": detail,
+        "metadata": _metadata(event_id, correlation_uid(sid), product_version, instance, now_ms, []),
+        "user": user,
+        "unmapped": {"ztgate": {"instance": instance, "sid": sid, "factor": {"type": "webauthn", **factor},
+                                "reason": detail}},
+    }
+    if (src := _src_endpoint(session)) is not None:
+        event["src_endpoint"] = src
+    if session.get("user_agent"):
+        event["http_request"] = {"user_agent": str(session["user_agent"])}
+    return event
+
+
 def policy_rejected(*, event_id: str, directory: str, diagnostics: list[str], instance: str,
                     product_version: str, now: float) -> dict:
     """A refused (invalid) policy change, as a Detection Finding: the control rejected the change."""
@@ -297,12 +333,7 @@ def policy_rejected(*, event_id: str, directory: str, diagnostics: list[str], in
     diags = [str(d) for d in diagnostics]
     title = "Invalid policy change refused"
     return {
-        "activity_id": 1, "activity_name": "Create",
-        "category_uid": 2, "category_name": "Findings",
-        "class_uid": 2004, "class_name": "Detection Finding",
-        "type_uid": 200401, "type_name": "Detection Finding: Create",
-        "severity_id": 3, "severity": SEVERITY[3],
-        "time": now_ms,
+        **_classified(2004, 1, "Create", 3, now_ms),
         "message": f"{title} in {directory}: {diags[0] if diags else 'invalid'}",
         "status_id": 1, "status": "New",
         "action_id": 2, "action": ACTION[2],

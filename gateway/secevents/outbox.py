@@ -34,7 +34,7 @@ SEGMENT_SUFFIX = ".jsonl"
 class Record:
     pos: str          # outbox position
     id: str           # stable event id: the delivery id receivers de-duplicate on
-    kind: str         # finding | logoff | policy_rejected
+    kind: str         # finding | logoff | account_change | policy_rejected
     sid: str | None
     enqueued_ms: int
     event: dict

@@ -125,6 +125,12 @@ class SecurityEvents:
                             product_version=self.version, now=time.time())
         return await self._append("logoff", str(session.get("sid", "")) or None, event)
 
+    async def emit_mfa_factor(self, session: dict, *, accepted: bool, detail: str, factor: dict) -> str:
+        event = ocsf.mfa_factor_enable(event_id=ocsf.new_event_id(), session=session, accepted=accepted, detail=detail,
+                                       factor=factor, instance=self.instance, product_version=self.version,
+                                       now=time.time())
+        return await self._append("account_change", str(session.get("sid", "")) or None, event)
+
     async def emit_policy_rejected(self, directory: str, diagnostics: list[str]) -> str:
         event = ocsf.policy_rejected(event_id=ocsf.new_event_id(), directory=directory, diagnostics=diagnostics,
                                      instance=self.instance, product_version=self.version, now=time.time())

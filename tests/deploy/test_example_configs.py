@@ -19,7 +19,7 @@ from deploy_paths import COMPOSE_DIR, DEPLOY, ENV_REF, REPO
 EXAMPLE = DEPLOY / "examples" / "ztgate.yaml"
 ZTGATE = REPO / ".venv" / "bin" / "ztgate"
 SECTIONS = ("instance", "listeners", "routes", "identity", "store", "session", "keys", "admin", "policies",
-            "scoring", "events", "telemetry")
+            "scoring", "events", "telemetry", "webauthn")
 
 
 def fake_env(text: str) -> dict[str, str]:
@@ -83,8 +83,11 @@ def localised(text: str, tmp_path: Path) -> Path:
     """The config with host paths that exist only on a server replaced by local ones (a throwaway certificate,
     this checkout's default policies)."""
     cert, key = self_signed(tmp_path)
+    vendor_roots = tmp_path / "vendor-roots.pem"
+    vendor_roots.write_bytes(cert.read_bytes())  # any certificate stands in for a key vendor's root here
     text = (text.replace("/etc/ztgate/tls/tls.crt", str(cert)).replace("/etc/ztgate/tls/tls.key", str(key))
-            .replace("/etc/ztgate/policies", str(REPO / "policies" / "defaults")))
+            .replace("/etc/ztgate/policies", str(REPO / "policies" / "defaults"))
+            .replace("/etc/ztgate/webauthn/vendor-roots.pem", str(vendor_roots)))
     path = tmp_path / "ztgate.yaml"
     path.write_text(text)
     return path

@@ -88,7 +88,8 @@ async def test_register_key_then_step_up_with_it(env):
             assert len(stored) == 1 and stored[0]["id"] and stored[0]["public_key"]
             private = creds["credentials"][0]["privateKey"]
             assert set(stored[0]) <= {"id", "public_key", "sign_count", "aaguid", "transports", "user_verified",
-                                      "created", "last_used"}
+                                      "created", "last_used", "attestation"}
+            assert stored[0]["attestation"]["fmt"] == "none"  # no policy here: nothing asked, nothing to keep
             assert private not in json.dumps(stored)  # only public material is kept
 
             # an administrator asks for a security-key step-up

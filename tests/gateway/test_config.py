@@ -76,3 +76,36 @@ def test_tls_files_must_exist(tmp_path: Path):
     with pytest.raises(ConfigInvalid) as info:
         loads(text, file="c.yaml", base=tmp_path, env={})
     assert "file not found" in str(info.value) and "c.yaml:1:" in str(info.value)
+
+
+def test_webauthn_attestation_cas_are_read_once_at_start(tmp_path: Path):
+    from gateway.auth.attestation import fingerprint
+    from tests.support.softkey import root_ca
+
+    good, other = root_ca("Good Keys AB"), root_ca("Other Keys Ltd")
+    (tmp_path / "vendors.pem").write_bytes(good.pem + other.pem)
+    text = ("routes: [{name: a, upstream: 'http://x:1'}]\n"
+            "webauthn:\n  attestation_allowed_cas: [vendors.pem]\n"
+            "  attestation_allowed_aaguids: [CB69481E-8FF7-4039-93EC-0A2729A154A8]\n")
+    policy = loads(text, file="c.yaml", base=tmp_path, env={}).webauthn.attestation
+    assert [fingerprint(p) for p in policy.allowed_roots] == [fingerprint(good.pem), fingerprint(other.pem)]
+    assert policy.allowed_aaguids == {"cb69481e-8ff7-4039-93ec-0a2729a154a8"} and policy.conveyance == "direct"
+    assert not loads("routes: [{name: a, upstream: 'http://x:1'}]\n", env={}).webauthn.attestation.enforced
+
+
+@pytest.mark.parametrize("webauthn, line, fragment", [
+    ("  attestation_allowed_cas: [missing.pem]\n", 4, "file not found"),
+    ("  attestation_denied_cas: [broken.pem]\n", 4, "not a PEM certificate bundle"),
+    ("  attestation_allowed_cas: [notes.txt]\n", 4, "no certificate in it"),
+    ("  attestation_allowed_aaguids: [yubikey]\n", 4, "not a UUID"),
+    ("  attestation_allowed_aaguids: [cb69481e-8ff7-4039-93ec-0a2729a154a8]\n", 4, "needs attestation_allowed_cas"),
+    ("  attestation_allowd_cas: []\n", 4, "did you mean 'attestation_allowed_cas'"),
+])
+def test_bad_webauthn_attestation_settings_are_named(tmp_path: Path, webauthn, line, fragment):
+    (tmp_path / "broken.pem").write_text("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+    (tmp_path / "notes.txt").write_text("the vendor's CA goes here\n")
+    text = "routes: [{name: a, upstream: 'http://x:1'}]\n\nwebauthn:\n" + webauthn
+    with pytest.raises(ConfigInvalid) as info:
+        loads(text, file="c.yaml", base=tmp_path, env={})
+    message = str(info.value)
+    assert message.startswith(f"c.yaml:{line}:") and fragment in message, message

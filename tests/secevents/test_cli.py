@@ -22,17 +22,20 @@ async def test_tail_and_status_read_the_outbox_without_the_gateway(tmp_path, cap
     ids = [await events.emit_decision(make_decision(a), make_session(sid=f"s-{i}"), None, None)
            for i, a in enumerate(["terminate", "step_up"])]
     ids.append(await events.emit_logoff(make_session(sid="s-0"), "terminated"))
+    ids.append(await events.emit_mfa_factor(make_session(sid="s-1"), accepted=False, detail="no attestation",
+                                            factor={"format": "none", "aaguid": "0" * 8}))
     await events.stop()
 
     assert await_main(["tail", "--json", "-n", "10"], cfg) == 0
     out = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
     assert [e["metadata"]["uid"] for e in out] == ids
-    assert await_main(["tail", "-n", "2"], cfg) == 0
+    assert await_main(["tail", "-n", "3"], cfg) == 0
     text = capsys.readouterr().out
     assert "STEP_UP" in text and "LOGOFF" in text and "ana.lima@corp.example" in text
+    assert "KEY REFUSED" in text and "no attestation" in text
     assert await_main(["status", "--json"], cfg) == 0
     st = json.loads(capsys.readouterr().out)
-    assert st["sinks"][0]["name"] == "siem" and st["sinks"][0]["backlog"] == 3 and st["sinks"][0]["lag_seconds"] >= 0
+    assert st["sinks"][0]["name"] == "siem" and st["sinks"][0]["backlog"] == 4 and st["sinks"][0]["lag_seconds"] >= 0
 
 
 def await_main(argv, cfg):

@@ -31,6 +31,14 @@ def rejected():
                                 product_version="0.1.0", now=time.time())
 
 
+def key_event(accepted=True):
+    factor = {"format": "packed", "aaguid": "cb69481e-8ff7-4039-93ec-0a2729a154a8"}
+    return ocsf.mfa_factor_enable(event_id=ocsf.new_event_id(), session=make_session(), accepted=accepted,
+                                  detail="security key registered" if accepted else "not from an approved maker",
+                                  factor={**factor, "attested_by": "ab" * 32} if accepted else factor,
+                                  instance="gw-a", product_version="0.1.0", now=time.time())
+
+
 EVENTS = {
     "terminate": lambda: finding("terminate"),
     "step_up": lambda: finding("step_up"),
@@ -39,6 +47,8 @@ EVENTS = {
     "no_assessment_no_upstream": lambda: finding("step_up", assessment=False, upstream=None),
     "logoff": logoff,
     "policy_rejected": rejected,
+    "key_registered": key_event,
+    "key_refused": lambda: key_event(accepted=False),
 }
 
 
@@ -55,6 +65,14 @@ def test_findings_carry_the_security_control_profile(kind):
     assert event["class_uid"] == 2004 and "security_control" in event["metadata"]["profiles"]
     for attr in ("action_id", "disposition_id", "is_alert"):  # the profile's `recommended` attributes
         assert attr in event
+
+
+def test_key_registrations_are_account_changes_correlated_with_the_session():
+    added, refused = key_event(), key_event(accepted=False)
+    assert (added["class_uid"], added["activity_id"], added["status"]) == (3001, 10, "Success")
+    assert (refused["status"], refused["severity"]) == ("Failure", "Medium") and "approved maker" in refused["message"]
+    assert added["metadata"]["correlation_uid"] == logoff()["metadata"]["correlation_uid"]
+    assert refused["unmapped"]["ztgate"]["factor"]["type"] == "webauthn"
 
 
 def test_dispositions_follow_the_decision():
