@@ -10,11 +10,14 @@ import time
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from .base import Broadcast, SessionRecord, StoreUnavailable, Subscriber
 
 log = logging.getLogger("ztgate.store")
+
+SUBSCRIBE_CONFIRM_S = 5.0
 
 
 _PUT_SESSION = """
@@ -134,9 +137,10 @@ class RedisStore:
         delay = 0.1
         first = True
         while True:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            pubsub = self._redis.pubsub()
             try:
                 await pubsub.subscribe(self._channel)
+                await self._confirmed(pubsub)
                 self.connected.set()
                 if not first:
                     log.warning("store broadcast channel reconnected; resynchronising")
@@ -144,7 +148,7 @@ class RedisStore:
                 first, delay = False, 0.1
                 while True:
                     msg = await pubsub.get_message(timeout=1.0)
-                    if msg is None:
+                    if msg is None or msg.get("type") != "message":
                         continue
                     try:
                         data = json.loads(msg["data"])
@@ -163,6 +167,17 @@ class RedisStore:
                 await _quietly(pubsub.aclose())
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+
+    async def _confirmed(self, pubsub: Any) -> None:
+        """Waits for Redis to confirm the subscription. `subscribe` only writes the command: on a pooled connection
+        whose server has gone, the write can still succeed, and announcing a reconnection then would resynchronise
+        (and forget this process's views of its sessions) in the middle of the outage."""
+        deadline = asyncio.get_running_loop().time() + SUBSCRIBE_CONFIRM_S
+        while (left := deadline - asyncio.get_running_loop().time()) > 0:
+            msg = await pubsub.get_message(timeout=left)
+            if msg is not None and msg.get("type") == "subscribe":
+                return
+        raise RedisConnectionError(f"no confirmation of the subscription to {self._channel} within {SUBSCRIBE_CONFIRM_S:.0f} s")
 
     # ------------------------------------------------------------------ replay guard
 

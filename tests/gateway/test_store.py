@@ -1,6 +1,7 @@
 """Both stores honour the same contract; Redis is the real thing (the machine's, or one started for the suite)."""
 
 import asyncio
+import contextlib
 import time
 
 import pytest
@@ -83,3 +84,44 @@ def test_cli_accepts_a_legacy_sid_starting_with_a_dash_after_double_dash():
 
     args = _parser().parse_args(["sessions", "--url", "http://gw", "--token", "t", "show", "--", "-abc"])
     assert (args.action, args.target, args.url) == ("show", "-abc", "http://gw")
+
+
+async def test_a_subscription_counts_only_once_redis_confirms_it(monkeypatch):
+    # `subscribe` only writes the command. A server that takes it and never answers (as a pooled connection to a
+    # Redis that has gone can look for a moment) must not count as a reconnection: that resynchronised, and forgot
+    # every session view, in the middle of an outage
+    import gateway.store.redis as redis_store
+    from gateway.store.redis import RedisStore
+
+    monkeypatch.setattr(redis_store, "SUBSCRIBE_CONFIRM_S", 0.2)
+    subscribes = 0
+
+    async def mute_to_subscribe(reader, writer):
+        # answers the connection's set-up like Redis (PING, CLIENT SETINFO), never a SUBSCRIBE
+        nonlocal subscribes
+        while header := await reader.readline():
+            args = []
+            for _ in range(int(header[1:])):
+                size = int((await reader.readline())[1:])
+                args.append((await reader.readexactly(size + 2))[:-2].upper())
+            if args[0] == b"SUBSCRIBE":
+                subscribes += 1
+            else:
+                writer.write(b"+PONG\r\n" if args[0] == b"PING" else b"+OK\r\n")
+                await writer.drain()
+
+    server = await asyncio.start_server(mute_to_subscribe, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    store = RedisStore(f"redis://127.0.0.1:{port}/0")
+    listener = asyncio.create_task(store._listen())
+    try:
+        while subscribes < 3:  # it gave up on two unconfirmed subscriptions and tried again
+            assert not store.connected.is_set()
+            await asyncio.sleep(0.01)
+        assert not store.connected.is_set()
+    finally:
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listener
+        server.close()
+        await store.close()
