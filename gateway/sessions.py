@@ -87,6 +87,9 @@ class Sessions:
         # False between losing the broadcast channel and its resync: then a cached view may miss a termination,
         # so the store is asked first and the cache is only the fallback
         self._channel_live = True
+        # views a resync forgot: trusted for nothing else, but fail_mode open still serves them while the store is
+        # down (a store that flaps resyncs between failures, and that must not turn served sessions into 503s)
+        self._last_views: dict[str, SessionRecord] = {}
 
     async def start(self) -> None:
         self.store.subscribe(self._on_broadcast)
@@ -142,9 +145,13 @@ class Sessions:
             self.store_healthy = False
             if entry is not None and (fresh or self.store_cfg.fail_mode == "open"):
                 return entry.record
+            last = self._last_views.get(sid) if self.store_cfg.fail_mode == "open" else None
+            if last is not None and not (last.expires and last.expires <= now):
+                return last
             raise
         if record is None:
             self._cache.pop(sid, None)
+            self._last_views.pop(sid, None)
             return None
         if record.expires and record.expires <= now:
             return None
@@ -298,6 +305,8 @@ class Sessions:
             # anything could have changed while we were not listening: forget cached views (not tombstones)
             previous = {sid: c.record for sid, c in self._cache.items()}
             self._cache.clear()
+            self._last_views.update(previous)
+            _bound(self._last_views, 200_000)
             self.store_healthy = True
             self._channel_live = True
             await self._flush_unsynced()
@@ -332,9 +341,8 @@ class Sessions:
 
     def _remember(self, record: SessionRecord) -> None:
         self._cache[record.sid] = _Cached(record, self.clock())
-        if len(self._cache) > 200_000:  # bounded: drop the oldest views, the store has them
-            for sid in list(self._cache)[: len(self._cache) // 10]:
-                del self._cache[sid]
+        self._last_views.pop(record.sid, None)
+        _bound(self._cache, 200_000)  # the oldest views go: the store has them
         now = self.clock()
         if len(self._tombstones) > 100_000:
             self._tombstones = {k: v for k, v in self._tombstones.items() if v > now}
@@ -346,3 +354,10 @@ class Sessions:
         base = entry.record.to_dict() if entry else {"sid": sid, "sub": ""}
         return SessionRecord.from_dict({**base, "state": str(SessionState.TERMINATED),
                                         "state_reason": base.get("state_reason") or "revoked"})
+
+
+def _bound(views: dict, limit: int) -> None:
+    """Drops the oldest tenth of `views` (insertion order) once it holds more than `limit`."""
+    if len(views) > limit:
+        for sid in list(views)[: len(views) // 10]:
+            del views[sid]

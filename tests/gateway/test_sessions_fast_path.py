@@ -4,11 +4,15 @@ memory store and a fake clock; no timing."""
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
+
+import pytest
 
 from gateway.config import loads
 from gateway.sessions import NOT_CACHED, Identity, Sessions
 from gateway.store import open_store
+from gateway.store.base import StoreUnavailable
 
 
 class Clock:
@@ -77,3 +81,53 @@ async def test_touch_due_says_whether_touch_writes(tmp_path):
         before = (record.last_seen, record.client_ip)
         await sessions.touch(record, client_ip)
         assert due == ((record.last_seen, record.client_ip) != before), (step, client_ip)
+
+
+class _FlakyMemoryStore:
+    """The memory store with an outage switch: Redis cannot be made to fail on cue here, and what is tested is how
+    Sessions answers a StoreUnavailable, not the store."""
+
+    def __init__(self, store) -> None:
+        self._store, self.down = store, False
+
+    def __getattr__(self, name):
+        attr = getattr(self._store, name)
+        if not callable(attr) or name == "subscribe":
+            return attr
+
+        async def call(*args, **kwargs):
+            if self.down:
+                raise StoreUnavailable("outage")
+            return await attr(*args, **kwargs)
+
+        return call
+
+
+async def test_a_resync_during_an_outage_keeps_serving_last_views_in_open_mode(tmp_path):
+    # a store that flaps: the broadcast channel comes back for a moment (a resync, which forgets the views), then the
+    # store is gone again. fail_mode open serves the last view, as it would have without the resync; closed refuses
+    for mode in ("open", "closed"):
+        sessions, clock = await _sessions(tmp_path)
+        flaky = _FlakyMemoryStore(sessions.store)
+        sessions.store = flaky
+        sessions.store_cfg = dataclasses.replace(sessions.store_cfg, fail_mode=mode)
+        record = await sessions.create(Identity(sub="alice"), client_ip="10.0.0.1", user_agent="ua", route="app")
+        gone = await sessions.create(Identity(sub="bob"), client_ip="10.0.0.2", user_agent="ua", route="app")
+        await sessions.terminate(gone.sid, "test")
+        flaky.down = True
+        await sessions._on_broadcast({"type": "disconnected"})
+        await sessions._on_broadcast({"type": "resync"})
+        clock.now += 3  # past cache_seconds as well
+        if mode == "open":
+            assert (await sessions.get(record.sid)).sid == record.sid
+        else:
+            with pytest.raises(StoreUnavailable):
+                await sessions.get(record.sid)
+        assert (await sessions.get(gone.sid)).terminated  # the tombstone still answers first
+        flaky.down = False  # back: the store's answer, not the last view, from now on
+        await sessions.terminate(record.sid, "elsewhere")
+        sessions._cache.clear()
+        sessions._tombstones.clear()
+        flaky.down = True
+        with pytest.raises(StoreUnavailable):  # the last view went when the store answered again
+            await sessions.get(record.sid)
