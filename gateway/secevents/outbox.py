@@ -411,7 +411,7 @@ class RedisOutbox:
             try:
                 pos = await self.redis.xadd(self.stream, {"r": data}, maxlen=self.maxlen, approximate=True)
                 return pos.decode() if isinstance(pos, bytes) else str(pos)
-            except (rex.ConnectionError, rex.TimeoutError) as err:
+            except (rex.RedisError, OSError) as err:  # unreachable, or refusing writes (maxmemory, read-only replica)
                 last = err
                 await asyncio.sleep(0.2 * (attempt + 1))
         raise OutboxUnavailable(f"Redis outbox unavailable: {last}")
@@ -582,16 +582,21 @@ class SpooledRedisOutbox(RedisOutbox):
             while not self._closing:
                 if not self.spooled:
                     return  # no await between this check and the finally: an append now starts a new forwarder
-                records = await reader.read(100, 0)
-                for rec in records:
-                    if not await self._xadd_until_taken(rec):
-                        return
-                    self.forwarded = int(rec.pos)
-                if records:  # the cursor is saved per batch: a crash mid-batch resends at most that batch
-                    await self.spool.save_state(SPOOL_CURSOR, {"pos": str(self.forwarded)})
-                    await self.spool.compact(str(self.forwarded))
-                    if not self.spooled:
-                        log.info("events outbox: spooled events moved into the Redis stream")
+                try:
+                    records = await reader.read(100, 0)
+                    for rec in records:
+                        if not await self._xadd_until_taken(rec):
+                            return
+                        self.forwarded = int(rec.pos)
+                    if records:  # the cursor is saved per batch: a crash mid-batch resends at most that batch
+                        await self.spool.save_state(SPOOL_CURSOR, {"pos": str(self.forwarded)})
+                        await self.spool.compact(str(self.forwarded))
+                        if not self.spooled:
+                            log.info("events outbox: spooled events moved into the Redis stream")
+                except Exception as err:  # e.g. the spool's disk: what is spooled stays there, try again
+                    log.error("events outbox: forwarding spooled events failed: %s; retrying", err)
+                    await asyncio.sleep(SPOOL_RETRY_MAX_S)
+                    reader = self.spool.reader(str(self.forwarded))
         finally:
             self._forwarder = None
 
@@ -605,9 +610,15 @@ class SpooledRedisOutbox(RedisOutbox):
             try:
                 await self.redis.xadd(self.stream, {"r": _encode(env)}, maxlen=self.maxlen, approximate=True)
                 return True
-            except (rex.ConnectionError, rex.TimeoutError):
+            except (rex.RedisError, OSError) as err:
+                # any failure, not only a refused connection: a Redis that is still starting, or a pooled connection
+                # to one that has gone, fails in other ways, and a forwarder that died would leave the spool
+                # unforwarded until the next event or restart
                 if self._closing:
                     return False
+                if not isinstance(err, (rex.ConnectionError, rex.TimeoutError)):
+                    log.warning("events outbox: moving spooled event %s into the stream failed: %s; retrying",
+                                rec.id, err)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, SPOOL_RETRY_MAX_S)
 

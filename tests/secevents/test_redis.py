@@ -302,3 +302,34 @@ async def test_a_running_gateway_adopts_the_spool_of_a_worker_that_died(tmp_path
     await asyncio.sleep(0.5)
     await again.stop()
     assert delivered_ids(out) == ids
+
+
+@pytest.mark.slow
+async def test_a_redis_that_refuses_writes_loses_no_event(tmp_path, redis_server):
+    # a Redis at its maxmemory answers XADD with an error rather than not at all; such events were lost (only a
+    # connection failure spooled them), and a forwarder meeting that error stopped until the next event
+    out, cfg, spool = tmp_path / "events.jsonl", jsonl_cfg(tmp_path / "events.jsonl"), tmp_path / "spool"
+    events = await spooled_events(cfg, redis_server, spool)
+    admin = aioredis.from_url(redis_server.url)
+    ids = [await events.emit_logoff(make_session(sid="s-1"), "before")]
+
+    async def delivered(n):
+        async def check():
+            return len(delivered_ids(out)) >= n
+        return check
+    await wait_for(await delivered(1))
+    await admin.config_set("maxmemory-policy", "noeviction")
+    await admin.config_set("maxmemory", "1")
+    ids += [await events.emit_logoff(make_session(sid="s-1"), "Redis full") for _ in range(2)]
+    assert events.status()["outbox"]["spooled"] == 2  # on local disk, not lost
+
+    async def forwarder_met_the_refusal():  # it keeps trying against the same error
+        return events.outbox._forwarder is not None and not events.outbox._forwarder.done()
+    await wait_for(forwarder_met_the_refusal)
+    await asyncio.sleep(0.5)  # a few refused attempts
+    assert events.outbox._forwarder is not None and events.outbox.spooled == 2
+    await admin.config_set("maxmemory", "0")
+    await wait_for(await delivered(3))
+    await events.stop()
+    await admin.aclose()
+    assert delivered_ids(out) == ids
