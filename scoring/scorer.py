@@ -405,9 +405,10 @@ class SessionScorer:
 
     def _without_network_rtt(self, latency: np.ndarray) -> np.ndarray:
         """Reactions timed on the arrival clock include the client's network round trip (the stimulus travels out,
-        the input travels back). The kernel's TCP RTT measures that leg: taking it out leaves the human and whatever
-        sits behind the client, so a profile learned over one network stays valid over another."""
-        rtt = self.network.tcp_rtt_ms()
+        the input travels back). The kernel's TCP RTT measures that leg (behind a trusted proxy, the fastest page
+        ping: NetworkDetector.client_leg_ms): taking it out leaves the human and whatever sits behind the client, so
+        a profile learned over one network stays valid over another."""
+        rtt = self.network.client_leg_ms()
         return latency if rtt is None else latency - rtt
 
     def _seconds(self) -> float:
