@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from .auth.attestation import AttestationPolicy, split_pem
 from .errors import ConfigError, KeyPath
+from .proxy.forwarded import Network, parse_networks
 from .yamlsource import SourceDocument, SourceError, load_file, load_text
 
 ROUTE_KINDS = ("http", "guacamole", "novnc", "terminal", "vnc")
@@ -49,6 +50,9 @@ class TlsFiles:
 class Listener:
     address: Address
     tls: TlsFiles | None = None
+    # load balancers / reverse proxies in front of this listener: their X-Forwarded-For and -Proto are believed,
+    # and their connections' TCP RTT is not taken for the client's (gateway.proxy.forwarded)
+    trusted_proxies: tuple[Network, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -287,7 +291,7 @@ def _listeners(raw: Any, path: KeyPath, base: Path) -> tuple[Listener, ...]:
         raise ConfigError(path, "expected a non-empty list of listeners", "e.g. - address: 0.0.0.0:8443")
     out = []
     for i, item in enumerate(raw):
-        sec = _Section(item, path + (i,), ("address", "tls"))
+        sec = _Section(item, path + (i,), ("address", "tls", "trusted_proxies"))
         address = parse_address(sec.get("address", (str, int), required=True), path + (i, "address"))
         tls = None
         if sec.get("tls", dict) is not None:
@@ -295,7 +299,17 @@ def _listeners(raw: Any, path: KeyPath, base: Path) -> tuple[Listener, ...]:
             cert = _existing_file(t.get("cert", str, required=True), path + (i, "tls", "cert"), base)
             key = _existing_file(t.get("key", str, required=True), path + (i, "tls", "key"), base)
             tls = TlsFiles(cert, key)
-        out.append(Listener(address, tls))
+        trusted = []
+        for j, text in enumerate(sec.strings("trusted_proxies")):
+            try:
+                trusted.extend(parse_networks([text]))
+            except ValueError as err:
+                raise ConfigError(path + (i, "trusted_proxies", j), str(err),
+                                  "the addresses your load balancer connects from") from None
+        if any(net.prefixlen == 0 for net in trusted):
+            raise ConfigError(path + (i, "trusted_proxies"), "trusting every address lets any client name its own IP",
+                              "list the load balancer's networks")
+        out.append(Listener(address, tls, tuple(trusted)))
     return tuple(out)
 
 

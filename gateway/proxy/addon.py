@@ -26,6 +26,7 @@ from ..auth.tokens import ASSERTION_HEADER, TokenError
 from ..config import Route
 from ..sessions import NOT_CACHED
 from ..store import SessionRecord, StoreUnavailable
+from . import forwarded
 from . import headers as fast_headers
 
 if TYPE_CHECKING:
@@ -50,6 +51,8 @@ class FlowState:
     refresh_cookie: str | None = None
     capture: Any = None  # a gateway.capture parser for remote-desktop / terminal streams
     extra: dict[str, Any] = field(default_factory=dict)
+    secure: bool = False  # the browser used TLS (to the gateway, or to a trusted proxy in front of it)
+    via_proxy: bool = False  # the connection ends at a trusted proxy: its TCP RTT is not the client's
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +75,8 @@ class ZtgateAddon:
         self._last_rtt: dict[str, float] = {}
         self._clients_allowed: set[tuple] = set()  # (sid, version, changes, policy digest) judged fine
         self._targets: dict[str, tuple[Route, _Target]] = {}  # route name -> (the route it was made for, target)
+        # listener port -> the proxies trusted there (listeners change only with a restart)
+        self._trusted = {lst.address.port: lst.trusted_proxies for lst in gw.config.listeners if lst.trusted_proxies}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -130,9 +135,8 @@ class ZtgateAddon:
         host = _host_only(host_header or "")
         path = req.path
         plain_path = path.split("?", 1)[0]
-        peername = flow.client_conn.peername
-        client_ip = peername[0] if peername else ""
-        scheme = "https" if flow.client_conn.tls_established else "http"
+        client = self._client(flow.client_conn, seen)
+        client_ip, scheme = client.ip, client.scheme
 
         if plain_path.startswith(CONTROL_PREFIXES) or plain_path in HEALTH_PATHS:
             self._to_control_plane(flow, host, scheme, client_ip)
@@ -154,7 +158,7 @@ class ZtgateAddon:
                 if record is NOT_CACHED:
                     record = await gw.sessions.fetch(claims.sid)
             except StoreUnavailable:
-                self._answer(flow, Outcome(Verdict.UNAVAILABLE), access.wants_html(seen), path)
+                self._answer(flow, Outcome(Verdict.UNAVAILABLE), access.wants_html(seen), path, scheme)
                 return
             if record is not None and (gw.sessions.idle_expired(record) or record.sub != claims.sub):
                 record = None
@@ -167,13 +171,14 @@ class ZtgateAddon:
             outcome = await gw.monitor.check_request(record, route, req.method, plain_path, host, scheme,
                                                      seen.get("content-type"))
         if outcome.verdict != Verdict.FORWARD:
-            self._answer(flow, outcome, access.wants_html(seen), path)  # a page for browsers, JSON for the rest
+            self._answer(flow, outcome, access.wants_html(seen), path, scheme)  # a page for browsers, JSON else
             return
         assert record is not None and claims is not None
 
         if refreshed is None and gw.tokens.needs_refresh(claims, time.time()):
             refreshed = gw.issue_session_token(record)
-        flow.metadata["ztgate"] = FlowState(sid=record.sid, route=route, refresh_cookie=refreshed)
+        flow.metadata["ztgate"] = FlowState(sid=record.sid, route=route, refresh_cookie=refreshed,
+                                            secure=scheme == "https", via_proxy=client.via_proxy)
         gw.connections.add(record.sid, flow.client_conn.id)
 
         # Never let a client speak for the gateway (spoofed identity headers go), never show the upstream
@@ -204,7 +209,8 @@ class ZtgateAddon:
         if not gw.monitor.is_live(record.sid):
             # a session's first request: policies that need no input (groups, site, hours) apply from the start
             gw.spawn(gw.monitor.start_session(record.sid), name="ztgate-session-start")
-        self._sample_rtt(record.sid, flow.client_conn.id)
+        if not client.via_proxy:
+            self._sample_rtt(record.sid, flow.client_conn.id)
 
     def _target(self, route: Route) -> _Target:
         cached = self._targets.get(route.name)
@@ -264,9 +270,17 @@ class ZtgateAddon:
             gw.telemetry.count("ztgate_token_rejected_total", reason=err.reason)
             return None, None, bearer
 
-    def _answer(self, flow: http.HTTPFlow, outcome: Outcome, browser: bool, path: str) -> None:
+    def _client(self, conn: Any, seen: fast_headers.Seen) -> forwarded.Client:
+        peer = conn.peername[0] if conn.peername else ""
+        trusted = self._trusted.get(conn.sockname[1]) if self._trusted and conn.sockname else None
+        if not trusted:
+            return forwarded.Client(peer, "https" if conn.tls_established else "http", False)
+        return forwarded.client(peer, conn.tls_established, trusted, seen.values.get("x-forwarded-for"),
+                                seen.values.get("x-forwarded-proto"))
+
+    def _answer(self, flow: http.HTTPFlow, outcome: Outcome, browser: bool, path: str, scheme: str) -> None:
         a = access.answer(outcome, browser=browser, path=path, cookie_name=self.gw.config.session.cookie_name,
-                          secure=flow.client_conn.tls_established)
+                          secure=scheme == "https")
         flow.response = http.Response.make(a.status, a.body, a.headers)
         flow.metadata["ztgate_verdict"] = str(outcome.verdict)  # for telemetry
         self.gw.telemetry.count("ztgate_requests_refused_total", verdict=str(outcome.verdict))
@@ -295,7 +309,7 @@ class ZtgateAddon:
                 record = gw.sessions.cached(state.sid)
                 token = gw.issue_session_token(record) if record is not None else None
             if token:
-                flow.response.headers.add("Set-Cookie", gw.session_cookie(token, flow.client_conn.tls_established))
+                flow.response.headers.add("Set-Cookie", gw.session_cookie(token, state.secure))
         if state.route.kind == "http" and state.route.sensor:
             gw.injector.prepare(flow, state.sid)
 
@@ -324,7 +338,7 @@ class ZtgateAddon:
         if state is not None and state.capture is not None and messages:
             message = messages[-1]
             await self.gw.capture.websocket(flow, state, message)
-        if state is not None:
+        if state is not None and not state.via_proxy:
             # a remote-desktop session can live for hours on this one connection without an HTTP request
             self._sample_rtt(state.sid, flow.client_conn.id)
         # mitmproxy keeps every message: a long remote-desktop session would grow without bound.

@@ -26,7 +26,8 @@ _ACTIONS = {**{name: i for i, name in enumerate(_FORWARDED)}, b"cookie": _COOKIE
 # what the access decision, the policies and the client binding read (values joined as Headers.get joins them),
 # by lower-case raw name
 _READ = {name: name.decode("ascii") for name in (b"host", b"accept", b"authorization", b"x-requested-with",
-                                                   b"sec-fetch-mode", b"user-agent", b"content-type")}
+                                                   b"sec-fetch-mode", b"user-agent", b"content-type",
+                                                   b"x-forwarded-for", b"x-forwarded-proto")}
 
 
 @dataclass(slots=True)

@@ -50,6 +50,10 @@ def test_good_config_parses_and_routes():
     ("routes: [{name: a, upstream: 'http://x:1'}]\nsession: {token_ttl: 99999}\n", 2, "at most 3600"),
     ("routes: [{name: a, upstream: 'http://x:1'}]\nadmin: {token: short}\n", 2, "too short"),
     ("routes: [{name: a, upstream: 'http://x:1'}]\nlisteners: [{address: 'nonsense'}]\n", 2, "HOST:PORT"),
+    ("routes: [{name: a, upstream: 'http://x:1'}]\nlisteners:\n  - address: 0.0.0.0:8080\n"
+     "    trusted_proxies: [10.0.0.0/8, lb.internal]\n", 4, "'lb.internal' is not an IP network"),
+    ("routes: [{name: a, upstream: 'http://x:1'}]\nlisteners:\n  - address: 0.0.0.0:8080\n"
+     "    trusted_proxies: [0.0.0.0/0]\n", 4, "lets any client name its own IP"),
     ("routes: [{name: a, upstream: 'http://x:1'}\n", 2, "invalid YAML"),
     ("routes: [{name: a, upstream: 'http://x:1'}]\nroutes: []\n", 2, "duplicate key"),
     ("routes: [{name: a, upstream: 'http://x:1'}]\nadmin: {token: '${ZTGATE_MISSING}'}\n", 2,
