@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import PurePosixPath
 from urllib.parse import urlsplit
@@ -42,15 +43,28 @@ def test_lb_backends_are_the_gateway_services_on_gateway_ports(compose, compose_
     assert {host for _, host, _ in servers} == set(GATEWAY_SERVICES)
     assert set(GATEWAY_SERVICES) <= set(compose["services"])
     ports = gateway_ports(compose_gateway_config)
+    web = {port_of(listener["address"]) for listener in compose_gateway_config["listeners"]}
     for backend, host, port in servers:
         assert port in ports, f"haproxy backend {backend} sends to {host}:{port}, where ztgate does not listen"
-    # Every port ztgate listens on is reachable through the load balancer.
-    assert {port for _, _, port in servers} == ports
+    # Every web port is reachable through the load balancer; raw VNC is not (it binds by the client's address,
+    # which a balancer that ends TCP hides): ztgate-1 publishes it itself
+    assert {port for _, _, port in servers} == web
+    direct = {int(str(p).split(":")[-1]) for p in compose["services"]["ztgate-1"].get("ports", [])}
+    assert direct == ports - web
+
+
+def test_gateways_trust_forwarded_headers_from_the_balancer_alone(compose, compose_gateway_config):
+    lb = compose["services"]["lb"]["networks"]["default"]["ipv4_address"]
+    subnet = compose["networks"]["default"]["ipam"]["config"][0]["subnet"]
+    assert ipaddress.ip_address(lb) in ipaddress.ip_network(subnet)
+    for listener in compose_gateway_config["listeners"]:
+        assert listener.get("trusted_proxies") == [lb]
+    assert "option forwardfor" in haproxy_config()
 
 
 def test_lb_health_checks_use_readyz_on_the_http_listener(compose_gateway_config):
     config = haproxy_config()
-    assert config.count("http-check send meth GET uri /readyz") == 2
+    assert config.count("http-check send meth GET uri /readyz") == 1  # the one (web) backend
     http_ports = {port_of(listener["address"]) for listener in compose_gateway_config["listeners"]}
     for port in re.findall(r"check port (\d+)", config):
         assert int(port) in http_ports
@@ -71,8 +85,9 @@ def test_gateway_services_share_one_definition_and_differ_by_instance(compose):
     a, b = (compose["services"][name] for name in GATEWAY_SERVICES)
     assert a["volumes"] == b["volumes"] and a["command"] == b["command"]
     assert a["environment"]["ZTGATE_INSTANCE"] != b["environment"]["ZTGATE_INSTANCE"]
+    assert "ports" not in b, "web traffic reaches the gateways only through the load balancer"
+    assert all(str(p).split(":")[-1] != "8080" for p in a.get("ports", [])), "raw VNC only bypasses the balancer"
     for service in (a, b):
-        assert "ports" not in service, "gateways are reached only through the load balancer"
         healthcheck = " ".join(service["healthcheck"]["test"])
         assert re.search(r"http://127\.0\.0\.1:(\d+)/readyz", healthcheck)
 
