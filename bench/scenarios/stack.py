@@ -103,7 +103,8 @@ class StackError(RuntimeError):
 
 class Stack:
     def __init__(self, participants: list[str], *, store: str = "redis", redis_url: str = DEFAULT_REDIS,
-                 enrol_keystrokes: int = 200, workdir: Path | None = None) -> None:
+                 enrol_keystrokes: int = 200, workdir: Path | None = None,
+                 behind_proxy_port: bool = False) -> None:
         if store not in ("redis", "memory"):
             raise ValueError(f"store must be 'redis' or 'memory', got {store!r}")
         self.participants = participants
@@ -115,6 +116,8 @@ class Stack:
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="ztgate-scenario-"))
         self.admin_token = secrets.token_urlsafe(24)
         self.port = free_port()
+        # a second listener that trusts loopback as a load balancer (X-Forwarded-*, no TCP RTT): bench.client_leg
+        self.proxied_port = free_port() if behind_proxy_port else None
         self.upstream_port = free_port()
         self.users: dict[str, ScenarioUser] = {}
         self._procs: list[subprocess.Popen] = []
@@ -129,7 +132,9 @@ class Stack:
         return {
             "instance": "scenarios",
             "state_dir": str(self.dir / "state"),
-            "listeners": [{"address": f"127.0.0.1:{self.port}"}],
+            "listeners": [{"address": f"127.0.0.1:{self.port}"}] + (
+                [{"address": f"127.0.0.1:{self.proxied_port}", "trusted_proxies": ["127.0.0.1"]}]
+                if self.proxied_port else []),
             "routes": [{"name": "demo", "upstream": upstream, "audience": "demo"},
                        {"name": "demo-terminal", "kind": "terminal", "path_prefix": "/ws/terminal",
                         "upstream": upstream, "audience": "demo"}],
