@@ -147,6 +147,10 @@ class ScoringConfig:
 @dataclass(frozen=True)
 class WebAuthnConfig:
     attestation: AttestationPolicy = field(default_factory=AttestationPolicy)
+    mds_next_update: str = ""  # ISO date the imported Metadata Service BLOB is due for replacement ("" without one)
+
+    def stale_metadata(self, today: str) -> bool:
+        return bool(self.mds_next_update) and self.mds_next_update < today
 
 
 @dataclass(frozen=True)
@@ -453,7 +457,8 @@ def _events(raw: Any, path: KeyPath, store: StoreConfig) -> Any:
 
 
 def _webauthn(raw: Any, path: KeyPath, base: Path) -> WebAuthnConfig:
-    s = _Section(raw, path, ("attestation_allowed_cas", "attestation_denied_cas", "attestation_allowed_aaguids"))
+    s = _Section(raw, path, ("attestation_allowed_cas", "attestation_denied_cas", "attestation_allowed_aaguids",
+                             "attestation_mds"))
 
     def roots(key: str) -> tuple[bytes, ...]:
         out: list[bytes] = []
@@ -472,11 +477,27 @@ def _webauthn(raw: Any, path: KeyPath, base: Path) -> WebAuthnConfig:
         except ValueError:
             raise ConfigError(path + ("attestation_allowed_aaguids", i), f"not a UUID: {text!r}",
                               "an authenticator model's AAGUID, e.g. cb69481e-8ff7-4039-93ec-0a2729a154a8") from None
-    policy = AttestationPolicy(roots("attestation_allowed_cas"), roots("attestation_denied_cas"), frozenset(aaguids))
-    if policy.allowed_aaguids and not policy.allowed_roots:
-        raise ConfigError(path + ("attestation_allowed_aaguids",), "needs attestation_allowed_cas",
+    models: dict[str, tuple[bytes, ...]] = {}
+    next_update = ""
+    if s.get("attestation_mds", str) is not None:
+        from .auth.mds import MdsError, read_imported
+
+        file = _existing_file(s.data["attestation_mds"], path + ("attestation_mds",), base)
+        try:
+            imported = read_imported(Path(file).read_bytes())
+        except (OSError, MdsError) as exc:
+            raise ConfigError(path + ("attestation_mds",), f"{file}: {exc}",
+                              "write it with: ztgate webauthn mds-import BLOB --root ROOT.pem --out FILE") from None
+        if not imported.models:
+            raise ConfigError(path + ("attestation_mds",), f"{file}: no model was kept by the import",
+                              "an empty list would refuse every key")
+        models, next_update = imported.roots_by_aaguid(), imported.next_update
+    policy = AttestationPolicy(roots("attestation_allowed_cas"), roots("attestation_denied_cas"), frozenset(aaguids),
+                               models)
+    if policy.allowed_aaguids and not policy.allow_lists:
+        raise ConfigError(path + ("attestation_allowed_aaguids",), "needs attestation_allowed_cas or attestation_mds",
                           "an authenticator reports its own AAGUID: only a checked attestation chain makes it true")
-    return WebAuthnConfig(policy)
+    return WebAuthnConfig(policy, next_update)
 
 
 TOP_LEVEL = ("instance", "state_dir", "listeners", "routes", "identity", "store", "session", "keys", "admin",

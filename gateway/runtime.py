@@ -187,6 +187,7 @@ class Gateway:
 
     async def start(self) -> None:
         cfg = self.config
+        _warn_if_metadata_stale(cfg)
         try:
             await self.store.start()
         except StoreUnavailable as exc:
@@ -397,9 +398,17 @@ class Gateway:
                 self.directory = self.directory.reload_if_changed()
         except Exception as exc:  # a broken users file must not take the running directory down with it
             log.error("reload: the user directory could not be loaded, the previous one stays: %s", exc)
+        _warn_if_metadata_stale(merged)
         self.telemetry.count("ztgate_config_reloads_total")
         log.info("config reloaded from %s (routes: %s)", merged.source, ", ".join(r.name for r in merged.routes))
         return True
+
+
+def _warn_if_metadata_stale(config: Config) -> None:
+    # still used (it is what the admin imported), but models revoked since it was due are still accepted
+    if config.webauthn.stale_metadata(time.strftime("%Y-%m-%d", time.gmtime())):
+        log.warning("webauthn.attestation_mds was due for replacement on %s: import the current FIDO Metadata "
+                    "Service BLOB (ztgate webauthn mds-import) and reload", config.webauthn.mds_next_update)
 
 
 def live_config(running: Config, fresh: Config) -> tuple[Config, list[str]]:

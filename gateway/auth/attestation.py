@@ -7,6 +7,8 @@ authenticator) that a remote operator on a laptop-farm machine can use as easily
 it was made by a vendor whose CA the admin trusts (the model of Teleport's `attestation_allowed_cas` and
 `attestation_denied_cas`); `attestation_allowed_aaguids` narrows that to given models, which only means something once the
 chain is checked (an authenticator reports its own AAGUID), so the configuration refuses it without CAs.
+`webauthn.attestation_mds` adds the certified models of the FIDO Metadata Service (gateway.auth.mds), each with its
+own roots: such a key must chain to a root listed for the model it claims to be.
 
 The chain a key presented is kept with its public key and judged again at every step-up against the policy in force,
 so removing a CA from the list or denying one takes effect for keys already registered. Keys registered before a
@@ -19,7 +21,9 @@ it) is checked by the WebAuthn library before this runs.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from cryptography import x509
@@ -38,10 +42,15 @@ class AttestationPolicy:
     allowed_roots: tuple[bytes, ...] = ()  # PEM, one certificate each: self-signed vendor roots
     denied_roots: tuple[bytes, ...] = ()  # PEM: roots or intermediates
     allowed_aaguids: frozenset[str] = field(default_factory=frozenset)  # lower-case UUID strings
+    model_roots: Mapping[str, tuple[bytes, ...]] = field(default_factory=dict)  # AAGUID -> its PEM roots (MDS)
 
     @property
     def enforced(self) -> bool:
-        return bool(self.allowed_roots or self.denied_roots)
+        return bool(self.allowed_roots or self.denied_roots or self.model_roots)
+
+    @property
+    def allow_lists(self) -> bool:
+        return bool(self.allowed_roots or self.model_roots)
 
     @property
     def conveyance(self) -> str:
@@ -85,6 +94,7 @@ class Attestation:
             return None
 
 
+@functools.lru_cache(maxsize=4096)  # the same few hundred roots are named again at every step-up
 def fingerprint(pem: bytes) -> str:
     """SHA-256 of a certificate's DER, hex: how a root is named in logs, security events and stored credentials."""
     return hashlib.sha256(x509.load_pem_x509_certificate(pem).public_bytes(Encoding.DER)).hexdigest()
@@ -148,13 +158,13 @@ def judge(policy: AttestationPolicy, attestation: Attestation) -> str | None:
         denied = _tied_to(attestation.x5c, policy.denied_roots)
         if denied is not None:
             raise AttestationRefused(f"this security key's maker is not accepted here (CA {denied[:16]})")
-    if not policy.allowed_roots:
+    if not policy.allow_lists:
         return ""
     if not attestation.x5c:
         kind = "no attestation" if attestation.fmt == NONE_FORMAT else f"self attestation ({attestation.fmt})"
         raise AttestationRefused(f"this authenticator gave {kind}; only security keys from an approved maker are "
                                  "accepted here")
-    allowed = _chains_to(attestation.x5c, policy.allowed_roots)
+    allowed = _allowed_root(policy, attestation)
     if allowed is None:
         raise AttestationRefused("this security key is not from an approved maker")
     if policy.allowed_aaguids and attestation.aaguid.lower() not in policy.allowed_aaguids:
@@ -174,11 +184,21 @@ def still_allowed(policy: AttestationPolicy, stored: dict) -> bool:
         return False  # registered before any policy: nothing to judge it by
     if attestation.x5c and policy.denied_roots and _tied_to(attestation.x5c, policy.denied_roots) is not None:
         return False
-    if not policy.allowed_roots:
+    if not policy.allow_lists:
         return True
     if policy.allowed_aaguids and attestation.aaguid not in policy.allowed_aaguids:
         return False
     if attestation.root is not None:
-        return attestation.root in {fingerprint(r) for r in policy.allowed_roots}
+        roots = policy.allowed_roots + tuple(policy.model_roots.get(attestation.aaguid, ()))
+        return attestation.root in {fingerprint(r) for r in roots}
     # registered while no allow-list was in force: its chain is checked now
-    return bool(attestation.x5c) and _chains_to(attestation.x5c, policy.allowed_roots) is not None
+    return bool(attestation.x5c) and _allowed_root(policy, attestation) is not None
+
+
+def _allowed_root(policy: AttestationPolicy, attestation: Attestation) -> str | None:
+    """The fingerprint of the allowed root the chain reaches: one of the admin's CAs, or one the Metadata Service
+    lists for the model the key claims to be."""
+    found = _chains_to(attestation.x5c, policy.allowed_roots) if policy.allowed_roots else None
+    if found is None and attestation.aaguid in policy.model_roots:
+        found = _chains_to(attestation.x5c, policy.model_roots[attestation.aaguid])
+    return found

@@ -67,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
                                                     "workers"])
     bench.add_argument("args", nargs=argparse.REMAINDER)
 
+    wa = sub.add_parser("webauthn", help="security keys: import the FIDO Metadata Service (mds-import)")
+    wa.add_argument("args", nargs=argparse.REMAINDER)
+
     sc = sub.add_parser("scenario", help="end-to-end takeover scenarios")
     sc.add_argument("args", nargs=argparse.REMAINDER)
     return p
@@ -91,6 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bench.scenarios.runner import main as scenario_main
 
         return scenario_main(argv[1:])
+    if argv[:2] == ["webauthn", "mds-import"]:  # likewise
+        from ..auth.mds_cli import main as mds_main
+
+        return mds_main(argv[2:])
     args = _parser().parse_args(argv)
     cmd = args.command
     if cmd == "demo":
@@ -146,6 +153,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bench.scenarios.runner import main as scenario_main
 
         return scenario_main(args.args)
+    if cmd == "webauthn":  # anything but "mds-import" (handled before parsing)
+        print("ztgate webauthn: the one action is mds-import BLOB --root ROOT.pem --out FILE", file=sys.stderr)
+        return 2
     return 2
 
 

@@ -258,7 +258,7 @@ async def register_page(request: Request) -> Response:
         return _page("Temporarily unavailable", "<p>Security keys cannot be managed right now.</p>", 503)
     count = len(usable(gw, registered))
     policy_note = (" Only keys from a maker your organisation approves are accepted."
-                   if gw.config.webauthn.attestation.allowed_roots else "")
+                   if gw.config.webauthn.attestation.allow_lists else "")
     next_url = access.safe_next(request.query_params.get("next") or "/")
     body = _ceremony_page(mode="register", csrf=gw.csrf.issue("webauthn", binding), next_url=next_url,
                           title="Register a security key",

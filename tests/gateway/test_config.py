@@ -97,6 +97,27 @@ def test_webauthn_attestation_cas_are_read_once_at_start(tmp_path: Path):
     assert not loads("routes: [{name: a, upstream: 'http://x:1'}]\n", env={}).webauthn.attestation.enforced
 
 
+def test_webauthn_attestation_mds_gives_each_model_its_roots(tmp_path: Path):
+    import datetime as dt
+    import json
+    import uuid
+
+    from gateway.auth.mds import import_blob
+    from tests.support.mdsblob import MdsSigner, entry
+    from tests.support.softkey import root_ca
+
+    maker, model = root_ca("Maker A"), uuid.uuid4()
+    signer = MdsSigner()
+    imported = import_blob(signer.blob([entry(model, [maker])]), signer.root.pem, today=dt.date.today())
+    (tmp_path / "mds.json").write_text(json.dumps(imported.to_json()))
+    text = "routes: [{name: a, upstream: 'http://x:1'}]\nwebauthn:\n  attestation_mds: mds.json\n"
+    webauthn = loads(text, file="c.yaml", base=tmp_path, env={}).webauthn
+    policy = webauthn.attestation
+    assert policy.model_roots == {str(model): (maker.pem,)} and policy.enforced and not policy.allowed_roots
+    assert webauthn.mds_next_update == imported.next_update and not webauthn.stale_metadata(dt.date.today().isoformat())
+    assert webauthn.stale_metadata("9999-12-31")  # the gateway warns at start and reload once it is due
+
+
 @pytest.mark.parametrize("webauthn, line, fragment", [
     ("  attestation_allowed_cas: [missing.pem]\n", 4, "file not found"),
     ("  attestation_denied_cas: [broken.pem]\n", 4, "not a PEM certificate bundle"),
@@ -104,10 +125,17 @@ def test_webauthn_attestation_cas_are_read_once_at_start(tmp_path: Path):
     ("  attestation_allowed_aaguids: [yubikey]\n", 4, "not a UUID"),
     ("  attestation_allowed_aaguids: [cb69481e-8ff7-4039-93ec-0a2729a154a8]\n", 4, "needs attestation_allowed_cas"),
     ("  attestation_allowd_cas: []\n", 4, "did you mean 'attestation_allowed_cas'"),
+    ("  attestation_mds: missing.json\n", 4, "file not found"),
+    ("  attestation_mds: notes.txt\n", 4, "not JSON"),
+    ("  attestation_mds: other.json\n", 4, "not a file written by 'ztgate webauthn mds-import'"),
+    ("  attestation_mds: empty.json\n", 4, "no model was kept"),
 ])
 def test_bad_webauthn_attestation_settings_are_named(tmp_path: Path, webauthn, line, fragment):
     (tmp_path / "broken.pem").write_text("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
     (tmp_path / "notes.txt").write_text("the vendor's CA goes here\n")
+    (tmp_path / "other.json").write_text('{"entries": []}')
+    (tmp_path / "empty.json").write_text('{"format": "ztgate-mds/1", "no": 1, "next_update": "2030-01-01", '
+                                         '"trust_root": "x", "models": []}')
     text = "routes: [{name: a, upstream: 'http://x:1'}]\n\nwebauthn:\n" + webauthn
     with pytest.raises(ConfigInvalid) as info:
         loads(text, file="c.yaml", base=tmp_path, env={})

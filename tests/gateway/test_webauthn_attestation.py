@@ -10,6 +10,10 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import signal
+import subprocess
+import sys
+import uuid
 
 import httpx
 import pytest
@@ -18,6 +22,7 @@ import redis
 from tests.support.processes import (free_port, gateway_config, login, make_users, run_gateway, run_upstream,
                                      session_sid, wait_until)
 from gateway.auth.attestation import fingerprint
+from tests.support.mdsblob import MdsSigner, entry
 from tests.support.softkey import SoftKey, root_ca
 
 pytestmark = pytest.mark.slow
@@ -29,18 +34,37 @@ def vendor():
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory, redis_server_url, vendor):
+def certified():
+    """A maker whose model the (test) FIDO Metadata Service lists as certified, and that BLOB's signer."""
+    return {"maker": root_ca("Certified Keys Oy"), "model": uuid.uuid4(), "signer": MdsSigner()}
+
+
+def _mds_import(certified, tmp, *, no: int, listed: bool) -> None:
+    blob, root = tmp / "mds.jwt", tmp / "mds-root.pem"
+    entries = [entry(certified["model"], [certified["maker"]])] if listed else []
+    entries.append(entry(uuid.uuid4(), [root_ca("Another Maker")]))
+    blob.write_bytes(certified["signer"].blob(entries, no=no))
+    root.write_bytes(certified["signer"].root.pem)
+    done = subprocess.run([sys.executable, "-m", "gateway.cli.main", "webauthn", "mds-import", str(blob), "--root",
+                           str(root), "--out", str(tmp / "mds.json")], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, redis_server_url, vendor, certified):
     tmp = tmp_path_factory.mktemp("attestation")
     (tmp / "vendor.pem").write_bytes(vendor.pem)
+    _mds_import(certified, tmp, no=1, listed=True)
     prefix = f"ztgate-test-{secrets.token_hex(5)}:"
-    users = make_users(tmp / "users.yaml", [{"username": "carol"}, {"username": "dave"}])
+    users = make_users(tmp / "users.yaml", [{"username": "carol"}, {"username": "dave"}, {"username": "erin"}])
     port = free_port()
     with run_upstream(tmp, jwks_port=port) as upstream:
         cfg = gateway_config(port=port, upstream=upstream, tmp=tmp, users_file=tmp / "users.yaml",
                              store=redis_server_url, prefix=prefix, admin_token=secrets.token_urlsafe(24),
-                             webauthn={"attestation_allowed_cas": [str(tmp / "vendor.pem")]})
+                             webauthn={"attestation_allowed_cas": [str(tmp / "vendor.pem")],
+                                       "attestation_mds": str(tmp / "mds.json")})
         with run_gateway(tmp, cfg) as gw:
-            yield gw, users, redis.Redis.from_url(redis_server_url), prefix, tmp / "events-gw.jsonl"
+            yield gw, users, redis.Redis.from_url(redis_server_url), prefix, tmp / "events-gw.jsonl", tmp
     client = redis.Redis.from_url(redis_server_url)
     keys = list(client.scan_iter(f"{prefix}*"))
     if keys:
@@ -58,7 +82,7 @@ def _register(c: httpx.Client, key: SoftKey, csrf: str) -> tuple[httpx.Response,
 
 
 def test_only_a_key_from_an_approved_maker_can_be_registered(env, vendor):
-    gw, users, store, prefix, events_file = env
+    gw, users, store, prefix, events_file, _ = env
     with httpx.Client(base_url=gw.url) as c:
         login(c, users["carol"])
         page = c.get("/.ztgate/mfa/webauthn/register")
@@ -104,7 +128,7 @@ def test_only_a_key_from_an_approved_maker_can_be_registered(env, vendor):
 
 
 def test_a_step_up_counts_only_keys_that_meet_the_policy_in_force(env, vendor):
-    gw, users, store, prefix, _ = env
+    gw, users, store, prefix, _, _ = env
     approved, legacy = SoftKey(vendor), SoftKey("none")
     with httpx.Client(base_url=gw.url) as c:
         login(c, users["dave"])
@@ -151,3 +175,31 @@ def test_a_step_up_counts_only_keys_that_meet_the_policy_in_force(env, vendor):
         view = gw.admin("GET", f"/sessions/{sid}").json()
         assert view["step_up"]["fallback"] == "totp"
         assert view["step_up"]["fallback_reason"] == "no registered security key meets the attestation policy"
+
+
+def test_a_model_the_metadata_service_certifies_counts_with_its_own_roots_until_a_new_import_drops_it(env, certified):
+    gw, users, store, prefix, _, tmp = env
+    maker, model = certified["maker"], certified["model"]
+    with httpx.Client(base_url=gw.url) as c:
+        login(c, users["erin"])
+        csrf = _csrf(c.get("/.ztgate/mfa/webauthn/register"))
+        # the certified maker's root vouches for its listed model only
+        refused, options = _register(c, SoftKey(maker, aaguid=uuid.uuid4()), csrf)
+        assert refused.status_code == 403 and refused.json()["error"] == "attestation_refused", refused.text
+        ok, options = _register(c, SoftKey(maker, aaguid=model), options["csrf"])
+        assert ok.status_code == 200 and ok.json()["ok"], ok.text
+        assert json.loads(store.get(f"{prefix}credentials:erin"))[0]["attestation"]["root"] == fingerprint(maker.pem)
+
+        # the next BLOB no longer lists the model (revoked, say): imported and reloaded, such keys stop counting
+        _mds_import(certified, tmp, no=2, listed=False)
+        gw.proc.popen.send_signal(signal.SIGHUP)
+
+        def refused_now() -> bool:
+            page = c.get("/.ztgate/mfa/webauthn/register")
+            answer, _ = _register(c, SoftKey(maker, aaguid=model), _csrf(page))
+            return answer.status_code == 403
+        wait_until(refused_now, timeout=15, what="the reloaded metadata to refuse the model")
+        sid = session_sid(c)
+        assert gw.admin("POST", f"/sessions/{sid}/step-up", json={"method": "webauthn"}).status_code == 200
+        c.get("/.ztgate/mfa?next=/form", headers={"Accept": "text/html"})
+        assert gw.admin("GET", f"/sessions/{sid}").json()["step_up"]["fallback"] == "totp"
