@@ -78,6 +78,8 @@ class Route:
     preserve_host: bool = False
     listen: Address | None = None  # vnc routes: their own raw TCP listener
     ssl_verify: bool = True
+    # vnc routes: TCP load balancers in front of `listen`, which name the client in a PROXY protocol header
+    trusted_proxies: tuple[Network, ...] = ()
 
     def matches(self, host: str, path: str) -> bool:
         if self.host is not None:
@@ -269,6 +271,20 @@ def parse_address(text: Any, path: KeyPath) -> Address:
     return Address(host, int(port))
 
 
+def _trusted_proxies(sec: _Section, path: KeyPath) -> tuple[Network, ...]:
+    trusted = []
+    for j, text in enumerate(sec.strings("trusted_proxies")):
+        try:
+            trusted.extend(parse_networks([text]))
+        except ValueError as err:
+            raise ConfigError(path + ("trusted_proxies", j), str(err),
+                              "the addresses your load balancer connects from") from None
+    if any(net.prefixlen == 0 for net in trusted):
+        raise ConfigError(path + ("trusted_proxies",), "trusting every address lets any client name its own IP",
+                          "list the load balancer's networks")
+    return tuple(trusted)
+
+
 def _upstream(text: Any, path: KeyPath, kind: str) -> Upstream:
     if not isinstance(text, str):
         raise ConfigError(path, f"expected a URL, got {_kind(text)}")
@@ -303,17 +319,7 @@ def _listeners(raw: Any, path: KeyPath, base: Path) -> tuple[Listener, ...]:
             cert = _existing_file(t.get("cert", str, required=True), path + (i, "tls", "cert"), base)
             key = _existing_file(t.get("key", str, required=True), path + (i, "tls", "key"), base)
             tls = TlsFiles(cert, key)
-        trusted = []
-        for j, text in enumerate(sec.strings("trusted_proxies")):
-            try:
-                trusted.extend(parse_networks([text]))
-            except ValueError as err:
-                raise ConfigError(path + (i, "trusted_proxies", j), str(err),
-                                  "the addresses your load balancer connects from") from None
-        if any(net.prefixlen == 0 for net in trusted):
-            raise ConfigError(path + (i, "trusted_proxies"), "trusting every address lets any client name its own IP",
-                              "list the load balancer's networks")
-        out.append(Listener(address, tls, tuple(trusted)))
+        out.append(Listener(address, tls, _trusted_proxies(sec, path + (i,))))
     return tuple(out)
 
 
@@ -332,7 +338,7 @@ def _routes(raw: Any, path: KeyPath) -> tuple[Route, ...]:
     for i, item in enumerate(raw):
         p = path + (i,)
         sec = _Section(item, p, ("name", "kind", "upstream", "host", "path_prefix", "audience", "sensor",
-                                 "preserve_host", "listen", "ssl_verify"))
+                                 "preserve_host", "listen", "ssl_verify", "trusted_proxies"))
         name = sec.get("name", str, required=True)
         if name in names:
             raise ConfigError(p + ("name",), f"duplicate route name {name!r}")
@@ -350,11 +356,15 @@ def _routes(raw: Any, path: KeyPath) -> tuple[Route, ...]:
         elif "listen" in sec.data:
             raise ConfigError(p + ("listen",), "only vnc routes have their own listener",
                               "http, guacamole, novnc and terminal routes are served on the listeners")
+        if "trusted_proxies" in sec.data and kind != "vnc":
+            raise ConfigError(p + ("trusted_proxies",), "only vnc routes take a PROXY protocol header",
+                              "the balancers in front of http routes go in listeners[].trusted_proxies")
         routes.append(Route(
             name=name, kind=kind, upstream=upstream, host=sec.get("host", str), path_prefix=prefix,
             audience=sec.get("audience", str, name), sensor=sec.get("sensor", bool, kind == "http"),
             preserve_host=sec.get("preserve_host", bool, False), listen=listen,
             ssl_verify=sec.get("ssl_verify", bool, True),
+            trusted_proxies=_trusted_proxies(sec, p),
         ))
     return tuple(routes)
 

@@ -141,3 +141,12 @@ def test_bad_webauthn_attestation_settings_are_named(tmp_path: Path, webauthn, l
         loads(text, file="c.yaml", base=tmp_path, env={})
     message = str(info.value)
     assert message.startswith(f"c.yaml:{line}:") and fragment in message, message
+
+
+def test_only_vnc_routes_take_a_proxy_protocol_header():
+    cfg = loads("routes:\n  - {name: d, kind: vnc, listen: '127.0.0.1:5901', upstream: 'tcp://x:5900',\n"
+                "     trusted_proxies: [10.0.0.0/8]}\n", file="c.yaml", env={})
+    assert [str(n) for n in cfg.routes[0].trusted_proxies] == ["10.0.0.0/8"]
+    with pytest.raises(ConfigInvalid) as info:
+        loads("routes:\n  - {name: a, upstream: 'http://x:1', trusted_proxies: [10.0.0.0/8]}\n", file="c.yaml", env={})
+    assert "c.yaml:2:" in str(info.value) and "listeners[].trusted_proxies" in str(info.value)
