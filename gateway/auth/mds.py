@@ -16,7 +16,7 @@ What is kept, and why:
 
 The BLOB is a JWT whose x5c chain must reach the trust root and whose signature must verify with the chain's leaf;
 one whose nextUpdate has passed, or whose serial number `no` is below the last import's, is refused (a replayed old
-BLOB would bring back models revoked since). Pure apart from reading the clock the caller passes in.
+BLOB would bring back models revoked since). Pure: the caller passes today's date and the previous import.
 """
 
 from __future__ import annotations

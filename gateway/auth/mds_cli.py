@@ -51,8 +51,13 @@ def main(argv: list[str]) -> int:
         print(f"ztgate webauthn mds-import: refused: {exc}", file=sys.stderr)
         return 1
     partial = out.with_name(f".{out.name}.{os.getpid()}")
-    partial.write_text(json.dumps(imported.to_json(), indent=1) + "\n")
-    os.replace(partial, out)  # a gateway reloading never reads half a file
+    try:
+        partial.write_text(json.dumps(imported.to_json(), indent=1) + "\n")
+        os.replace(partial, out)  # a gateway reloading never reads half a file
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        print(f"ztgate webauthn mds-import: cannot write {out}: {exc.strerror}", file=sys.stderr)
+        return 2
     summary = {"out": str(out), "no": imported.no, "next_update": imported.next_update,
                "models": len(imported.models), "skipped": imported.skipped}
     if args.json:

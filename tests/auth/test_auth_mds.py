@@ -109,3 +109,6 @@ def test_the_cli_writes_the_file_and_refuses_an_older_blob(pki, tmp_path):
     older = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert older.returncode == 1 and "older than the one imported before" in older.stderr
     assert read_imported(out.read_bytes()).no == 60  # the earlier import stays
+    nowhere = subprocess.run(cmd[:-1] + [str(tmp_path / "missing-dir" / "mds.json")], capture_output=True, text=True,
+                             timeout=60)
+    assert nowhere.returncode == 2 and "cannot write" in nowhere.stderr and "Traceback" not in nowhere.stderr
