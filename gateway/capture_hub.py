@@ -18,7 +18,7 @@ from .store import SessionState, StoreUnavailable
 
 if TYPE_CHECKING:
     from .config import Route
-    from .proxy.addon import FlowState
+    from .proxy.flowstate import FlowState
     from .runtime import Gateway
 
 log = logging.getLogger("ztgate.capture")

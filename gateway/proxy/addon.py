@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mitmproxy import ctx, http, tcp
@@ -28,8 +28,8 @@ from ..sessions import NOT_CACHED
 from ..store import SessionRecord, StoreUnavailable
 from . import forwarded
 from . import headers as fast_headers
-from .proxy_protocol import V1_MAX, V2_MAX, NotProxyProtocol
-from .proxy_protocol import parse as parse_proxy_header
+from .flowstate import FlowState
+from .rawtcp import RawTcp
 
 if TYPE_CHECKING:
     from ..runtime import Gateway
@@ -42,32 +42,6 @@ CONTROL_PREFIXES = ("/.ztgate/", "/.well-known/ztgate/")
 HEALTH_PATHS = ("/healthz", "/readyz", "/metrics")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})  # the methods Monitor.observe_request reads a body of
 _RTT_SAMPLE_EVERY = 5.0  # seconds between TCP_INFO samples of one session
-
-
-@dataclass(slots=True)
-class FlowState:
-    """What the addon learned about a flow in `request`, for the later hooks."""
-
-    sid: str
-    route: Route
-    refresh_cookie: str | None = None
-    capture: Any = None  # a gateway.capture parser for remote-desktop / terminal streams
-    extra: dict[str, Any] = field(default_factory=dict)
-    secure: bool = False  # the browser used TLS (to the gateway, or to a trusted proxy in front of it)
-    via_proxy: bool = False  # the connection ends at a trusted proxy: its TCP RTT is not the client's
-
-
-@dataclass(slots=True)
-class _AwaitingProxyHeader:
-    """A raw TCP connection from a trusted balancer, before its PROXY header named the client: nothing goes to the
-    server, and what the server says first (the VNC banner) waits, until a session is found for that client."""
-
-    route: Route
-    received: bytes = b""
-    held: bytes = b""  # from the server, for the client once it is admitted
-
-
-_HELD_MAX = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +66,7 @@ class ZtgateAddon:
         self._targets: dict[str, tuple[Route, _Target]] = {}  # route name -> (the route it was made for, target)
         # listener port -> the proxies trusted there (listeners change only with a restart)
         self._trusted = {lst.address.port: lst.trusted_proxies for lst in gw.config.listeners if lst.trusted_proxies}
+        self.raw_tcp = RawTcp(gw, self._sample_rtt)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -370,84 +345,11 @@ class ZtgateAddon:
 
     async def tcp_start(self, flow: tcp.TCPFlow) -> None:
         self.lifecycle.tcp_start(flow)
-        gw = self.gw
-        route = gw.tcp_route_for(flow.client_conn.sockname)
-        client_ip = flow.client_conn.peername[0] if flow.client_conn.peername else ""
-        if route is not None and forwarded.is_trusted(client_ip, route.trusted_proxies):
-            flow.metadata["ztgate_awaiting"] = _AwaitingProxyHeader(route)  # its first bytes name the client
-            return
-        await self._admit_tcp(flow, route, client_ip)
-
-    async def _admit_tcp(self, flow: tcp.TCPFlow, route: Route | None, client_ip: str,
-                         via: str = "") -> FlowState | None:
-        gw = self.gw
-        record = await gw.sessions_for_address(client_ip, route) if route else None
-        if route is None or record is None:
-            log.warning("refusing raw TCP connection from %s%s: no active session from that address", client_ip, via)
-            self._refuse_tcp(flow, "no session")
-            return None
-        # through a balancer the connection's TCP RTT is the balancer's leg: the session's page pings, if a page of
-        # it is open, stand for the client's (NetworkDetector.client_leg_ms)
-        state = FlowState(sid=record.sid, route=route, via_proxy=bool(via))
-        state.capture = gw.capture.open(route, record.sid, None)
-        flow.metadata["ztgate"] = state
-        gw.connections.add(record.sid, flow.client_conn.id)
-        return state
-
-    def _refuse_tcp(self, flow: tcp.TCPFlow, reason: str) -> None:
-        self.gw.connections.close_client(flow.client_conn.id, reason)
-        flow.kill()
-
-    async def _awaiting_header(self, flow: tcp.TCPFlow, waiting: _AwaitingProxyHeader, message: Any) -> None:
-        data, message.content = message.content, b""  # nothing passes before the client is known
-        if not message.from_client:
-            waiting.held += data
-            if len(waiting.held) > _HELD_MAX:
-                self._refuse_tcp(flow, "server spoke too long before the balancer named the client")
-            return
-        waiting.received += data
-        peer = flow.client_conn.peername[0] if flow.client_conn.peername else ""
-        try:
-            header = parse_proxy_header(waiting.received)
-        except NotProxyProtocol as err:  # the reason names no payload byte
-            log.warning("refusing raw TCP connection from balancer %s: %s", peer, err)
-            self._refuse_tcp(flow, "no PROXY protocol header")
-            return
-        if header is None:
-            if len(waiting.received) > max(V1_MAX, V2_MAX):
-                self._refuse_tcp(flow, "no PROXY protocol header")
-            return
-        del flow.metadata["ztgate_awaiting"]
-        if header.client_ip is None:
-            log.info("closing the balancer's own connection from %s (PROXY LOCAL/UNKNOWN)", peer)
-            self._refuse_tcp(flow, "balancer's own connection")
-            return
-        state = await self._admit_tcp(flow, waiting.route, header.client_ip, via=f" (via balancer {peer})")
-        if state is None:
-            return
-        if waiting.held:
-            ctx.master.commands.call("inject.tcp", flow, True, waiting.held)
-        message.content = waiting.received[header.length:]  # the client's own first bytes go on to the server
-        if message.content and state.capture is not None:
-            await self.gw.capture.tcp(flow, state, message)
+        await self.raw_tcp.start(flow)
 
     async def tcp_message(self, flow: tcp.TCPFlow) -> None:
-        message = flow.messages[-1]
-        waiting: _AwaitingProxyHeader | None = flow.metadata.get("ztgate_awaiting")
-        if waiting is not None:
-            await self._awaiting_header(flow, waiting, message)
-            if len(flow.messages) > 1:
-                del flow.messages[:-1]
-            return
-        state: FlowState | None = flow.metadata.get("ztgate")
-        if state is None:
-            message.content = b""  # never forward for a connection without a session
-        else:
-            if state.capture is not None:
-                await self.gw.capture.tcp(flow, state, message)
-            if not state.via_proxy:
-                self._sample_rtt(state.sid, flow.client_conn.id)
-        if len(flow.messages) > 1:
+        await self.raw_tcp.message(flow)
+        if len(flow.messages) > 1:  # mitmproxy keeps every message: trim, as for WebSockets
             del flow.messages[:-1]
 
     async def tcp_end(self, flow: tcp.TCPFlow) -> None:
