@@ -159,7 +159,12 @@ class RedisStore:
             except asyncio.CancelledError:
                 await _quietly(pubsub.aclose())
                 raise
-            except (RedisError, OSError) as exc:
+            except Exception as exc:
+                # any error, not only a connection error: a client library or a proxy in front of Redis can fail
+                # in ways of its own (redis-py 8.2 raised AttributeError on a bad HELLO reply), and a listener that
+                # dies leaves this process deaf to terminations published by every other process
+                if not isinstance(exc, (RedisError, OSError)):
+                    log.warning("store broadcast channel failed unexpectedly: %r; retrying", exc)
                 if self.connected.is_set():
                     log.error("store broadcast channel lost: %s", exc)
                     await self._deliver({"type": "disconnected"})

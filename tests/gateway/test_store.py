@@ -106,6 +106,9 @@ async def test_a_subscription_counts_only_once_redis_confirms_it(monkeypatch):
                 args.append((await reader.readexactly(size + 2))[:-2].upper())
             if args[0] == b"SUBSCRIBE":
                 subscribes += 1
+            elif args[0] == b"HELLO":  # as a Redis without RESP3 answers (redis-py >= 8.2 then falls back to RESP2)
+                writer.write(b"-ERR unknown command 'HELLO'\r\n")
+                await writer.drain()
             else:
                 writer.write(b"+PONG\r\n" if args[0] == b"PING" else b"+OK\r\n")
                 await writer.drain()
@@ -124,4 +127,39 @@ async def test_a_subscription_counts_only_once_redis_confirms_it(monkeypatch):
         with contextlib.suppress(asyncio.CancelledError):
             await listener
         server.close()
+        await store.close()
+
+
+async def test_the_broadcast_listener_survives_an_unexpected_error(redis_url, redis_prefix, monkeypatch):
+    # a listener that dies leaves the process deaf to terminations published elsewhere; it died on anything that
+    # was not a Redis or OS error (redis-py 8.2 raised AttributeError on a HELLO reply it did not expect)
+    from gateway.store.redis import RedisStore
+
+    store = RedisStore(redis_url, prefix=redis_prefix)
+    real_pubsub = store._redis.pubsub
+    failures = []
+
+    def pubsub():
+        ps = real_pubsub()
+        if not failures:
+            failures.append(1)
+
+            async def broken(*_args, **_kwargs):
+                raise AttributeError("'bytes' object has no attribute 'get'")
+
+            ps.subscribe = broken
+        return ps
+
+    monkeypatch.setattr(store._redis, "pubsub", pubsub)
+    await store.start()  # waits for the subscription: the retry after the failure makes it
+    try:
+        seen = []
+        store.subscribe(seen.append)
+        await store.publish({"type": "session", "record": {"sid": "x", "sub": "y"}})
+        for _ in range(100):
+            if seen:
+                break
+            await asyncio.sleep(0.02)
+        assert failures and seen and seen[0]["type"] == "session"
+    finally:
         await store.close()
