@@ -29,7 +29,7 @@ from .profile import Profile, SessionSummary, TimingStats
 from .signals import Assessment, Evidence, Signal
 from .trust import combine, over_alarm
 
-STATE_VERSION = 4  # 4: up-up flights (key carry), the cadence model adapted after a step-up
+STATE_VERSION = 5  # 5: reactions per source, key-source hand-over; 4: up-up flights, adaptation after a step-up
 SIGNAL_NAMES = ("cadence", "relay", "automation", "network")
 # a source clock reading further than this from the batch's own median is absurd (clock jump, corrupt field)
 MAX_SRC_SPREAD_MS = 3600 * 1000.0
@@ -42,6 +42,16 @@ ACTIVE_GAP_CAP_MS = 10_000.0
 
 _S_KEY_SOURCE, _S_LAST_KEY_T, _S_FIRST_ARR, _S_LAST_ARR, _S_KEYSTROKES, _S_FLAGGED, _S_DROPPED, _S_EXPECTED, _S_ACTIVE_MS = range(9)
 _SCALARS = 9
+N_SOURCES = int(max(Source)) + 1  # rows of the per-source state, indexed by Source value (0 unused)
+# Whose keys the session's keystroke features come from. One keystroke can reach the gateway twice (the sensor on a
+# web terminal's page and the terminal's own WebSocket), so one source is scored at a time: the sensor whenever it
+# sees keys (the page's own clock, key releases, no network in the intervals), otherwise a protocol that has been
+# typing alone for HANDOVER_MS (arrival clock) while the current source was silent, as when a user moves from an
+# intranet page to a remote desktop on the same host. The sensor sends its first batch within ~250 ms of a key, so a
+# page whose keys both see is never handed to the protocol (only a session's very first keys can be counted twice,
+# until the sensor's first batch arrives); a handover costs the new source's first HANDOVER_MS of keys.
+HANDOVER_MS = 2000.0
+STREAK_GAP_MS = 5000.0  # input after a pause this long starts a new streak of its source
 _EMPTY = np.empty(0)
 # protocols that carry no input timestamps: their t_src is the gateway's arrival time
 _ARRIVAL_CLOCK_SOURCES = (int(Source.GUACAMOLE), int(Source.RFB), int(Source.TERMINAL))
@@ -69,8 +79,10 @@ class SessionScorer:
         self.automation = AutomationDetector(self.population)
         self.network = NetworkDetector(expected_rtt_ms)
         self.key_carry = F.new_key_carry()
-        self.react_carry_src = F.new_react_carry()  # stimuli on the input source's own clock
-        self.react_carry_arr = F.new_react_carry()  # stimuli from another source: compared on arrival time
+        # per source: its stimuli answered by its own inputs, on its own clock (a terminal's output by the terminal's
+        # input frames, a field that appeared on a page by the page's keys), whichever source the keystrokes come from
+        self.react_carry = np.stack([F.new_react_carry() for _ in range(N_SOURCES)])
+        self.source_seen = np.full((N_SOURCES, 2), np.nan)  # per source: last input, start of its streak (arrival)
         self.pointer_carry = F.new_pointer_carry()
         self.settle_carry = F.new_settle_carry()
         self.stats = TimingStats()
@@ -187,8 +199,8 @@ class SessionScorer:
         arrays = {
             "scalars": self.scalars,
             "key_carry": self.key_carry,
-            "react_carry_src": self.react_carry_src,
-            "react_carry_arr": self.react_carry_arr,
+            "react_carry": self.react_carry,
+            "source_seen": self.source_seen,
             "pointer_carry": self.pointer_carry,
             "settle_carry": self.settle_carry,
             **{f"stats.{i}": a for i, a in enumerate(self.stats.arrays())},
@@ -207,15 +219,15 @@ class SessionScorer:
             expected = float(scalars[_S_EXPECTED])
             scorer = cls(profile, None if math.isnan(expected) else expected, population)
             for name, size in (
-                ("scalars", _SCALARS),
-                ("key_carry", F.KEY_CARRY_SIZE),
-                ("react_carry_src", F.REACT_CARRY_SIZE),
-                ("react_carry_arr", F.REACT_CARRY_SIZE),
-                ("pointer_carry", F.POINTER_CARRY_SIZE),
-                ("settle_carry", F.SETTLE_CARRY_SIZE),
+                ("scalars", (_SCALARS,)),
+                ("key_carry", (F.KEY_CARRY_SIZE,)),
+                ("react_carry", (N_SOURCES, F.REACT_CARRY_SIZE)),
+                ("source_seen", (N_SOURCES, 2)),
+                ("pointer_carry", (F.POINTER_CARRY_SIZE,)),
+                ("settle_carry", (F.SETTLE_CARRY_SIZE,)),
             ):
                 value = arrays[name].astype(np.float64)
-                if value.shape != (size,):
+                if value.shape != size:
                     raise ValueError(f"{name}: wrong shape")
                 setattr(scorer, name, value)
             stats = TimingStats(*(arrays[f"stats.{i}"].astype(np.float64) for i in range(len(scorer.stats.arrays()))))
@@ -282,11 +294,8 @@ class SessionScorer:
         n_ptr = per_kind[Kind.POINTER_MOVE] + per_kind[Kind.POINTER_DOWN] + per_kind[Kind.POINTER_UP]
         only_keys = n_ptr + per_kind[Kind.WHEEL] == 0
         is_input = kind <= Kind.WHEEL  # kinds 1..6 (sanitised batches hold no kind 0)
-        src = int(sc[_S_KEY_SOURCE])
-        if src == 0 and is_input.any():
-            present = source[is_input]
-            src = int(Source.SENSOR) if (present == Source.SENSOR).any() else int(present[0])
-            sc[_S_KEY_SOURCE] = src
+        n_inputs = per_kind[Kind.KEY_DOWN] + per_kind[Kind.KEY_UP] + n_ptr + per_kind[Kind.WHEEL]
+        src = self._key_source(source, t_arr, is_input) if n_inputs else int(sc[_S_KEY_SOURCE])
         if src:
             # inputs from the chosen source only (others would duplicate the same keystrokes on another clock),
             # and never older than what was already processed (late batches cannot rewrite the past)
@@ -317,42 +326,10 @@ class SessionScorer:
             if in_arr[-1] != in_t[-1] or in_arr[0] != in_t[0]:
                 self.relay.add_arrival_offset(float(in_arr.max() - in_t.max()))
 
-        # reactions: the input source's own stimuli on its clock; other sources' stimuli on the arrival clock.
-        # A prompt is answered by the first key, click or pointer movement; corrections only by keys.
-        if n_ptr:
-            ans = (in_kind == Kind.KEY_DOWN) | (in_kind == Kind.POINTER_DOWN) | (in_kind == Kind.POINTER_MOVE)
-            ans_idx = idx[ans]
-            is_corr = ev["key"][ans_idx] == KeyClass.BACKSPACE
-            if len(ans_idx) and not (in_kind[ans] == Kind.KEY_DOWN).all():
-                is_corr &= kind[ans_idx] == Kind.KEY_DOWN
-        else:
-            ans_idx = idx[in_kind == Kind.KEY_DOWN]
-            is_corr = k_cls[k_kind == Kind.KEY_DOWN] == KeyClass.BACKSPACE
+        # reactions: each source's stimuli answered by that source's own inputs, on its own clock. A prompt is
+        # answered by the first key, click or pointer movement; corrections only by keys.
         stim_idx = np.flatnonzero(kind == Kind.STIMULUS) if per_kind[Kind.STIMULUS] else _EMPTY_I
-        latency = _EMPTY
-        types = _EMPTY_I
-        if len(stim_idx) or len(ans_idx):
-            detail = ev["detail"]
-            own = source[stim_idx] == src
-            own_idx = stim_idx[own]
-            lat_a, typ_a, self.react_carry_src = F.extract_reactions(
-                t_src[own_idx], detail[own_idx], t_src[ans_idx], is_corr, self.react_carry_src, src == Source.SENSOR
-            )
-            if len(lat_a) and src in _ARRIVAL_CLOCK_SOURCES:
-                lat_a = self._without_network_rtt(lat_a)
-            foreign_idx = stim_idx[~own]
-            carry_b = self.react_carry_arr
-            if len(foreign_idx) or math.isfinite(carry_b[2]) or math.isfinite(carry_b[3]):
-                lat_b, typ_b, self.react_carry_arr = F.extract_reactions(
-                    t_arr[foreign_idx], detail[foreign_idx], t_arr[ans_idx], is_corr, carry_b
-                )
-                if len(lat_b):
-                    lat_b = self._without_network_rtt(lat_b)
-                latency, types = (np.concatenate((lat_a, lat_b)), np.concatenate((typ_a, typ_b))) if len(lat_a) else (lat_b, typ_b)
-            else:
-                if len(ans_idx):
-                    carry_b[0] = t_arr[ans_idx[-1]]
-                latency, types = lat_a, typ_a
+        latency, types = self._reactions(ev, kind, source, t_src, is_input, stim_idx, n_ptr)
 
         # starts after a prompt (automation: no reaction), on the input source's own clock only
         if n_in or len(stim_idx):
@@ -402,6 +379,77 @@ class SessionScorer:
             value = ev["value"]
             self.network.update(value[is_net].astype(np.float64), value[is_app].astype(np.float64))
             self._dirty.add("network")
+
+    def _key_source(self, source: np.ndarray, t_arr: np.ndarray, is_input: np.ndarray) -> int:
+        """The source whose inputs this batch's keystroke features come from (see HANDOVER_MS); 0 = none yet."""
+        sc = self.scalars
+        cur = int(sc[_S_KEY_SOURCE])
+        in_src = source[is_input]
+        lo, hi = int(in_src.min()), int(in_src.max())
+        in_arr = t_arr[is_input]
+        present = (lo,) if lo == hi else tuple(np.unique(in_src).tolist())
+        seen = self.source_seen
+        for s in present:
+            a = in_arr if lo == hi else in_arr[in_src == s]
+            first, last = float(a.min()), float(a.max())
+            prev = seen[s, 0]
+            if not prev == prev or first - prev > STREAK_GAP_MS:  # NaN: the source's first input
+                seen[s, 1] = first
+                prev = -math.inf
+            seen[s, 0] = max(prev, last)
+        sensor = int(Source.SENSOR)
+        if sensor in present:
+            new = sensor
+        elif cur in present:
+            return cur
+        elif not cur:
+            new = present[0]  # the session's first input (the sensor, if the same keys reach it, takes over)
+        else:
+            new = next((s for s in present if seen[s, 0] - seen[s, 1] >= HANDOVER_MS
+                        and not (cur and seen[cur, 0] >= seen[s, 1])), cur)
+        if new != cur:
+            sc[_S_KEY_SOURCE] = new
+            if cur:  # another clock: nothing carries over from the old source's intervals
+                self.key_carry = F.new_key_carry()
+                sc[_S_LAST_KEY_T] = -math.inf
+                self.relay.new_input_clock()
+                self.automation.new_input_clock()
+        return new
+
+    def _reactions(self, ev: np.ndarray, kind: np.ndarray, source: np.ndarray, t_src: np.ndarray, is_input: np.ndarray,
+                   stim_idx: np.ndarray, n_ptr: int) -> tuple[np.ndarray, np.ndarray]:
+        """Reaction latencies and types of this batch: per source, its stimuli answered by its own inputs."""
+        answers = (kind == Kind.KEY_DOWN) | (kind == Kind.POINTER_DOWN) | (kind == Kind.POINTER_MOVE) if n_ptr else kind == Kind.KEY_DOWN
+        ans_all = np.flatnonzero(answers & is_input)
+        if not len(ans_all) and not len(stim_idx):
+            return _EMPTY, _EMPTY_I
+        involved = np.concatenate((source[ans_all], source[stim_idx])) if len(stim_idx) else source[ans_all]
+        lo, hi = int(involved.min()), int(involved.max())
+        parts_lat, parts_typ = [], []
+        for s in ((lo,) if lo == hi else np.unique(involved).tolist()):
+            carry = self.react_carry[s]
+            a_idx = ans_all if lo == hi else ans_all[source[ans_all] == s]
+            if len(a_idx) and math.isfinite(carry[0]) and t_src[a_idx[0]] < carry[0]:
+                a_idx = a_idx[t_src[a_idx] >= carry[0]]  # late inputs cannot answer what came after them
+            s_idx = stim_idx if lo == hi else stim_idx[source[stim_idx] == s]
+            if not len(a_idx) and not len(s_idx) and not math.isfinite(carry[2]) and not math.isfinite(carry[3]):
+                continue
+            is_corr = ev["key"][a_idx] == KeyClass.BACKSPACE
+            if n_ptr:
+                is_corr &= kind[a_idx] == Kind.KEY_DOWN
+            lat, typ, self.react_carry[s] = F.extract_reactions(
+                t_src[s_idx], ev["detail"][s_idx], t_src[a_idx], is_corr, carry, s == Source.SENSOR
+            )
+            if len(lat):
+                if s in _ARRIVAL_CLOCK_SOURCES:
+                    lat = self._without_network_rtt(lat)
+                parts_lat.append(lat)
+                parts_typ.append(typ)
+        if not parts_lat:
+            return _EMPTY, _EMPTY_I
+        if len(parts_lat) == 1:
+            return parts_lat[0], parts_typ[0]
+        return np.concatenate(parts_lat), np.concatenate(parts_typ)
 
     def _without_network_rtt(self, latency: np.ndarray) -> np.ndarray:
         """Reactions timed on the arrival clock include the client's network round trip (the stimulus travels out,

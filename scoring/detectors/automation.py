@@ -151,6 +151,10 @@ class AutomationDetector:
     def _check_replay(self, ms: list[float], pairs: list[int]) -> None:
         self.stat[1] += self._index.extend(ms, pairs, int(self.stat[0]) - len(ms))
 
+    def new_input_clock(self) -> None:
+        """The session's keys now come from another source: a prompt pending on the old clock is not theirs."""
+        self.start_carry = new_start_carry()
+
     def reset(self) -> None:
         self.flights.clear()
         self.stat[:] = [0.0, 0.0, 0.0, 0.0, math.inf, 0.0]

@@ -231,6 +231,10 @@ class RelayDetector:
             self.stat[-1] += _JITTER_MEMORY * (step - self.stat[-1])
         self.stat[-2] = offset_ms
 
+    def new_input_clock(self) -> None:
+        """The session's keys now come from another source: its arrival offsets are on another footing."""
+        self.stat[-2] = math.nan
+
     def reset(self) -> None:
         self.stat[:] = 0.0
         self.stat[-2] = math.nan
