@@ -4,11 +4,12 @@ It connects to the agent (normally through `DelayRelay`, so every message and ev
 added delay) and works in a closed loop, as a person watching a remote screen does:
 
 1. watch the page (pipelined `observe` requests every `observe_interval_ms`, like a screen stream) until the
-   field is visible, focused and empty; wait a human reaction time; type the sentence burst with the Aalto
-   recording's own timing;
+   field is visible, focused and empty (on a web terminal: until the screen ends with the shell's prompt); wait a
+   human reaction time; type the sentence burst with the Aalto recording's own timing;
 2. with probability `typo_probability` hit a neighbouring key instead of one lower-case letter, keep watching until
    the typo is visible, react, press Backspace and go on with the correct key and the rest of the recording;
-3. when the field shows the whole sentence, react and press Enter (`submit`).
+3. when the field shows the whole sentence, react and press Enter (`submit`); a terminal then prints the
+   command's output and a new prompt.
 
 Within a burst the rhythm is the recording's; every reaction waits for an observation that came back over the
 delayed path, so reactions grow by the added round trip. Outcomes hold timing and counts, never characters.
@@ -32,7 +33,7 @@ from typing import Any
 from . import aalto
 from .browser import summarize
 from .keymap import BACKSPACE, ENTER, spec_for_char
-from .plan import KeyEvent, PlannedStroke, TypingPlan, field_values, timeline, without_codes
+from .plan import KeyEvent, PlannedStroke, TypingPlan, field_values, for_surface, timeline
 from .protocol import MAX_LINE_BYTES, Observation, ProtocolError, decode, encode, key_message
 from .relay import parse_hostport
 from .schedule import play
@@ -137,9 +138,34 @@ class AgentLink:
                 future.set_exception(ConnectionError("agent closed the connection"))
 
 
+CURSOR = " "  # the demo terminal's cursor cell ends the screen's text
+
+
+@dataclass(frozen=True, slots=True)
+class Surface:
+    """Where the operator types and what it looks for on screen: a form field (`prompt` None), or a web terminal
+    whose screen ends with `prompt` when the shell waits for a command."""
+
+    selector: str
+    prompt: str | None = None
+
+    def ready(self) -> tuple[str, Callable[[Observation], bool]]:
+        """(expect, until) for an empty line waiting for input."""
+        if self.prompt is None:
+            return "", lambda o: o.visible and o.focused and o.value_length == 0
+        return self.prompt + CURSOR, lambda o: o.visible and o.focused and o.matches
+
+    def showing(self, text: str) -> tuple[str, Callable[[Observation], bool]]:
+        """(expect, until) for a line that shows `text`."""
+        if self.prompt is None:
+            return text, lambda o: o.matches and o.value_length == len(text)
+        return self.prompt + text + CURSOR, lambda o: o.matches
+
+
 @dataclass(frozen=True, slots=True)
 class OperatorConfig:
     selector: str = "#f"
+    terminal_prompt: str | None = None  # typing into a web terminal whose prompt is this (None: a form field)
     observe_interval_ms: float = 16.0  # a 60 fps screen stream
     reaction_ms: float = 250.0  # think time after seeing what it waited for
     reaction_sd_ms: float = 40.0
@@ -156,6 +182,10 @@ class OperatorConfig:
             raise ValueError(f"typo_probability must be in [0, 1], got {self.typo_probability}")
         if self.observe_interval_ms <= 0 or self.reaction_ms < 0 or self.reaction_sd_ms < 0:
             raise ValueError("observe_interval_ms must be > 0; reaction_ms and reaction_sd_ms >= 0")
+
+    @property
+    def surface(self) -> Surface:
+        return Surface(self.selector, self.terminal_prompt)
 
 
 @dataclass(slots=True)
@@ -181,7 +211,8 @@ class Operator:
         c = self.config
         return max(c.reaction_min_ms, self.rng.gauss(c.reaction_ms, c.reaction_sd_ms))
 
-    async def _watch(self, expect: str, until: Callable[[Observation], bool]) -> tuple[float, int]:
+    async def _watch(self, watched: tuple[str, Callable[[Observation], bool]]) -> tuple[float, int]:
+        expect, until = watched
         started = time.monotonic()
         _, polls = await self.link.watch(
             self.config.selector,
@@ -203,7 +234,8 @@ class Operator:
 
     async def type_sentence(self, plan: TypingPlan) -> SentenceOutcome:
         outcome = SentenceOutcome(plan.origin, len(plan.strokes), False, None, 0.0, None, [], 0)
-        waited, polls = await self._watch("", lambda o: o.visible and o.focused and o.value_length == 0)
+        surface = self.config.surface
+        waited, polls = await self._watch(surface.ready())
         outcome.field_wait_ms, outcome.observations = waited, polls
         await self._react(outcome)
 
@@ -224,7 +256,7 @@ class Operator:
             releases = asyncio.create_task(play(events[split:], self.link.send_key, t0))
             shown = field_values(before)[-1]
             try:
-                _, polls = await self._watch(shown, lambda o: o.matches and o.value_length == len(shown))
+                _, polls = await self._watch(surface.showing(shown))
                 outcome.observations += polls
                 outcome.typo_wait_ms = (time.monotonic() - typo_sent) * 1000.0
                 # the think time runs from the moment of seeing, while the fingers finish releasing keys
@@ -242,7 +274,7 @@ class Operator:
             outcome.keystrokes += 2
         if self.config.submit:
             final = plan.expected_text
-            waited, polls = await self._watch(final, lambda o: o.matches and o.value_length == len(final))
+            waited, polls = await self._watch(surface.showing(final))
             outcome.observations += polls
             await self._react(outcome)
             await self._burst(TypingPlan((PlannedStroke(0.0, 90.0, ENTER),), plan.origin), outcome)
@@ -301,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reaction-sd-ms", type=float, default=40.0)
     parser.add_argument("--observe-interval-ms", type=float, default=16.0)
     parser.add_argument("--selector", default="#f")
+    parser.add_argument("--terminal-prompt", help="type into a web terminal whose screen shows this prompt")
     parser.add_argument("--no-submit", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -308,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         host, port = parse_hostport(args.connect)
         config = OperatorConfig(
             selector=args.selector,
+            terminal_prompt=args.terminal_prompt,
             observe_interval_ms=args.observe_interval_ms,
             reaction_ms=args.reaction_ms,
             reaction_sd_ms=args.reaction_sd_ms,
@@ -320,10 +354,10 @@ def main(argv: list[str] | None = None) -> int:
         split = aalto.split_user(aalto.load_participant(participant_id), args.enrol_sentences)
     except (ValueError, aalto.DatasetError) as exc:
         parser.error(str(exc))
-    plans = [
-        without_codes(aalto.typing_plan(s, max_keys=config.max_keys, max_gap_ms=config.max_gap_ms))
-        for s in split.test[: args.sentences]
-    ]
+    surface = "form" if config.terminal_prompt is None else "terminal"
+    lines = (for_surface(aalto.typing_plan(s, max_keys=config.max_keys, max_gap_ms=config.max_gap_ms), surface)
+             for s in split.test[: args.sentences])
+    plans = [p for p in lines if p is not None]
     outcomes = asyncio.run(run(host, port, plans, config))
     print(json.dumps({"participant": participant_id, "sentences": [outcome_report(o) for o in outcomes]}))
     return 0

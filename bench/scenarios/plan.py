@@ -167,3 +167,22 @@ def without_codes(plan: TypingPlan, codes: frozenset[str] = FIELD_LEAVING_CODES)
     """The plan minus strokes of the given key codes (everything else keeps its recorded time)."""
     kept = tuple(s for s in plan.strokes if s.key.code not in codes)
     return TypingPlan(kept, plan.origin)
+
+
+# keys the demo web terminal does not edit a line with (it swallows caret moves): left out of plans typed there, so
+# what the operator expects to see is what the shell shows
+TERMINAL_SKIPPED_CODES = FIELD_LEAVING_CODES | {"ArrowLeft", "ArrowRight", "Home", "End", "Delete"}
+SHELL_ENDERS = frozenset({"exit", "logout"})  # a command line starting with one would end the demo shell
+
+
+def for_surface(plan: TypingPlan, surface: str) -> TypingPlan | None:
+    """A recorded sentence made typeable where it goes: one line of the form, or one command line of the demo
+    terminal (None when the terminal cannot take it)."""
+    if surface == "form":
+        return without_codes(plan)
+    if surface != "terminal":
+        raise ValueError(f"surface must be 'form' or 'terminal', got {surface!r}")
+    line = without_codes(plan, TERMINAL_SKIPPED_CODES)
+    if not line.strokes or line.expected_text.split(" ", 1)[0] in SHELL_ENDERS:
+        return None
+    return line

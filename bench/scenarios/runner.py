@@ -14,6 +14,10 @@ person reacts to). Who types:
   at the result, presses Enter;
 - relay: the same operator as a separate process, reaching the agent through a `relay.py` process that adds the
   round trip;
+- with `surface=terminal` the typist works in the demo app's web terminal instead (its page carries the sensor, its
+  WebSocket the same keystrokes and the shell's output): a command line per sentence, Enter runs it, and the next
+  one starts once the prompt is back; genuine runs type their first `form_first` sentences in the form, then move
+  to the terminal in the same session, as a worker moves between the apps of one host;
 - script: key events dispatched at fixed or replayed times as soon as the field exists, no reaction;
 - hijack: the session cookie replayed by another client (source address 127.0.0.2, a curl User-Agent).
 The gateway's decision is read from the admin API (session state, and the decision's `decided_at`).
@@ -39,8 +43,8 @@ from . import aalto, script
 from .agent import Agent
 from .browser import chromium, open_cdp, type_plan
 from .keymap import ENTER
-from .operator import AgentLink, Operator, OperatorConfig
-from .plan import PlannedStroke, TypingPlan, without_codes
+from .operator import CURSOR, AgentLink, Operator, OperatorConfig
+from .plan import PlannedStroke, TypingPlan, for_surface, without_codes
 from .report import (SCENARIO_NAMES, SEVERITY, Action, Scenario, ScenarioResult, render_markdown, replace_results,
                      results_json, write_report)
 from .stack import ROOT, Stack, ScenarioUser, offline_profile
@@ -50,6 +54,8 @@ if TYPE_CHECKING:
 
 FIELD = "#lines input[data-current]"  # the demo form's current line-item field (gateway/demo/pages.py)
 FORM_PATH = "/form"
+TERMINAL_PATH = "/terminal"
+SCREEN = "#screen"  # the demo web terminal's screen (gateway/demo/static/terminal.js)
 ENROL_SENTENCES = 5
 # A profile in use for a while has learned the user's reactions from clean sessions (scoring.learn); a fresh one
 # knows only its enrolment's five. 40 is about a week of an expense form's line items; --reaction-history 0 is day one
@@ -59,18 +65,23 @@ MAX_GAP_MS = 1500.0
 
 # The issue's scenario set. `sentences`: sentences typed per run (genuine: its sentence-sessions).
 FULL_SET = (
-    Scenario("genuine", 20, {"sentences": 10}),
-    Scenario("impostor", 24, {"sentences": 6}),
+    Scenario("genuine", 16, {"sentences": 10}),
+    Scenario("genuine", 5, {"sentences": 10, "surface": "terminal", "form_first": 2}),
+    Scenario("impostor", 20, {"sentences": 6}),
+    Scenario("impostor", 4, {"sentences": 6, "surface": "terminal"}),
     Scenario("relay", 3, {"added_rtt_ms": 30, "jitter_ms": 5}),
-    Scenario("relay", 10, {"added_rtt_ms": 60, "jitter_ms": 5}),
-    Scenario("relay", 20, {"added_rtt_ms": 110, "jitter_ms": 5}),
-    Scenario("relay", 8, {"added_rtt_ms": 200, "jitter_ms": 5}),
-    Scenario("script", 15, {"mode": "fixed-50ms"}),
+    Scenario("relay", 6, {"added_rtt_ms": 60, "jitter_ms": 5}),
+    Scenario("relay", 15, {"added_rtt_ms": 110, "jitter_ms": 5}),
+    Scenario("relay", 5, {"added_rtt_ms": 110, "jitter_ms": 5, "surface": "terminal"}),
+    Scenario("relay", 5, {"added_rtt_ms": 200, "jitter_ms": 5}),
+    Scenario("script", 12, {"mode": "fixed-50ms"}),
+    Scenario("script", 3, {"mode": "fixed-50ms", "surface": "terminal"}),
     Scenario("script", 15, {"mode": "replay"}),
     Scenario("hijack", 20),
 )
 CI_SET = (  # one of each, to prove the paths in CI; rates come from the full set
     Scenario("genuine", 1, {"sentences": 2}),
+    Scenario("genuine", 1, {"sentences": 3, "surface": "terminal", "form_first": 1}),
     Scenario("impostor", 1, {"sentences": 3}),
     Scenario("relay", 1, {"added_rtt_ms": 110, "jitter_ms": 5}),
     Scenario("script", 1, {"mode": "fixed-50ms"}),
@@ -109,8 +120,24 @@ def enrolment_reactions(participant: str, n: int = 0) -> list[float]:
     return [max(120.0, rng.gauss(median, sd)) + rng.uniform(0.0, 16.0) for _ in range(n or ENROL_SENTENCES)]
 
 
-def sentence_plans(sentences: Sequence[aalto.Sentence]) -> list[TypingPlan]:
-    return [without_codes(aalto.typing_plan(s, max_gap_ms=MAX_GAP_MS)) for s in sentences]
+def sentence_plans(sentences: Sequence[aalto.Sentence], surface: str = "form") -> list[TypingPlan]:
+    plans = (for_surface(aalto.typing_plan(s, max_gap_ms=MAX_GAP_MS), surface) for s in sentences)
+    return [p for p in plans if p is not None]
+
+
+def terminal_prompt(user: ScenarioUser) -> str:
+    from gateway.demo.fake_shell import prompt_for
+
+    return prompt_for(user.email)
+
+
+async def open_terminal(bench: Bench, page: Page) -> float:
+    """The demo app's web terminal in this tab, connected and focused; returns when it was ready."""
+    await page.goto(f"{bench.stack.url}{TERMINAL_PATH}")
+    await page.wait_for_function("() => document.getElementById('term-status')?.textContent === 'connected'",
+                                 timeout=10_000)
+    await page.focus(SCREEN)  # focus from script: no pointer event that would count as a reaction
+    return time.monotonic()
 
 
 # ---------------------------------------------------------------------------------------------- shared run state
@@ -246,7 +273,9 @@ class Watch:
             details = sig.get("details") or {}
             if name == "relay" and "added_latency_ms" in details:
                 text += (f" est {details['added_latency_ms']:.0f} ms (low {details.get('added_latency_ci_low_ms', 0):.0f})"
-                         f" from {(sig.get('evidence') or {}).get('samples', 0)} reactions")
+                         f" from {(sig.get('evidence') or {}).get('samples', 0)} reactions"
+                         f" ({details.get('prompt_reactions', 0):.0f} prompt, "
+                         f"{details.get('correction_reactions', 0):.0f} correction)")
             if name == "automation" and "prompt_starts" in details:
                 text += (f" ({details.get('fast_starts', 0):.0f} of {details['prompt_starts']:.0f} starts after a prompt"
                          f" fast, last {details.get('last_start_ms', 0):.0f} ms)")
@@ -290,14 +319,15 @@ async def quiet_after_load(loaded: float) -> None:
 
 
 async def local_typing(page: Page, participant: str, plans: Sequence[TypingPlan], seed: int,
-                       stop: Any) -> tuple[list[float], int]:
-    """A person at the machine: operator over a direct link to the agent. Returns key-down times and sentences."""
+                       stop: Any, prompt: str | None = None) -> tuple[list[float], int]:
+    """A person at the machine: operator over a direct link to the agent (in the form, or with `prompt` in the web
+    terminal). Returns key-down times and sentences."""
     agent = KeyLogAgent(page, await open_cdp(page))
     server = await agent.serve()
     link = await AgentLink.connect("127.0.0.1", server.sockets[0].getsockname()[1])
     median, sd = reaction_model(participant)
-    operator = Operator(link, OperatorConfig(selector=FIELD, reaction_ms=median, reaction_sd_ms=sd, seed=seed,
-                                             watch_timeout_s=10.0))
+    operator = Operator(link, OperatorConfig(selector=FIELD if prompt is None else SCREEN, terminal_prompt=prompt,
+                                             reaction_ms=median, reaction_sd_ms=sd, seed=seed, watch_timeout_s=10.0))
     done = 0
     try:
         for plan in plans:
@@ -308,8 +338,11 @@ async def local_typing(page: Page, participant: str, plans: Sequence[TypingPlan]
                 done += 1
             except TimeoutError:  # the field did not show what was expected: start the next line afresh
                 with contextlib.suppress(Exception):
-                    await page.evaluate("s => { const f = document.querySelector(s); if (f) { f.value = '';"
-                                        " f.focus(); } }", FIELD)
+                    if prompt is None:
+                        await page.evaluate("s => { const f = document.querySelector(s); if (f) { f.value = '';"
+                                            " f.focus(); } }", FIELD)
+                    else:  # Ctrl+U is not in the demo shell; Ctrl+C drops the line and shows a new prompt
+                        await page.keyboard.press("Control+c")
     finally:
         await link.close()
         server.close()
@@ -328,17 +361,29 @@ async def run_typing(bench: Bench, scenario: Scenario, rep: int) -> ScenarioResu
     if typist == owner:
         typist = bench.order[(rep + 1) % n] if scenario.name != "genuine" else owner
     count = int(scenario.parameters.get("sentences", 10))
-    plans = sentence_plans(bench.splits[typist].test[:count])
+    surface = str(scenario.parameters.get("surface", "form"))
+    in_form = count if surface == "form" else int(scenario.parameters.get("form_first", 0))
+    sentences = bench.splits[typist].test[:count]
+    form_plans = sentence_plans(sentences[:in_form])
+    terminal_plans = sentence_plans(sentences[in_form:], "terminal") if surface == "terminal" else []
     note = f"user {owner}" + ("" if typist == owner else f", typist {typist}")
     if owner in bench.browser_enrolled:
         note += ", browser-enrolled"
+    if surface == "terminal":
+        note += f", {len(form_plans)} sentences in the form then {len(terminal_plans)} commands in the terminal"
     context = await bench.browser.new_context()
     try:
         page, sid, loaded = await sign_in(bench, context, bench.user(owner))
         await quiet_after_load(loaded)
         watch = Watch(bench, sid).start()
+        stop = lambda: watch.strongest != "allow"  # noqa: E731
         try:
-            keys, done = await local_typing(page, typist, plans, rep, lambda: watch.strongest != "allow")
+            keys, done = await local_typing(page, typist, form_plans, rep, stop) if form_plans else ([], 0)
+            if terminal_plans and not stop():
+                await quiet_after_load(await open_terminal(bench, page))
+                more, more_done = await local_typing(page, typist, terminal_plans, rep, stop,
+                                                     prompt=terminal_prompt(bench.user(owner)))
+                keys, done = keys + more, done + more_done
         finally:
             await watch.stop()
         await watch.linger(grace_s=22.0)
@@ -379,10 +424,15 @@ async def run_relay(bench: Bench, scenario: Scenario, rep: int) -> ScenarioResul
     rtt = float(scenario.parameters["added_rtt_ms"])
     budget = relay_budget_s(rtt)
     median, sd = reaction_model(participant)
+    terminal = scenario.parameters.get("surface") == "terminal"
+    where_typed = (["--selector", SCREEN, "--terminal-prompt", terminal_prompt(bench.user(participant))] if terminal
+                   else ["--selector", FIELD])
     context = await bench.browser.new_context()
     procs: list[asyncio.subprocess.Process] = []
     try:
         page, sid, loaded = await sign_in(bench, context, bench.user(participant))
+        if terminal:
+            loaded = await open_terminal(bench, page)
         agent = KeyLogAgent(page, await open_cdp(page))
         server = await agent.serve()
         try:
@@ -395,7 +445,7 @@ async def run_relay(bench: Bench, scenario: Scenario, rep: int) -> ScenarioResul
             operator = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "bench.scenarios.operator", "--connect", f"127.0.0.1:{where['port']}",
                 "--participant", participant, "--enrol-sentences", str(ENROL_SENTENCES), "--sentences", "10",
-                "--selector", FIELD, "--reaction-ms", f"{median:.1f}", "--reaction-sd-ms", f"{sd:.1f}",
+                *where_typed, "--reaction-ms", f"{median:.1f}", "--reaction-sd-ms", f"{sd:.1f}",
                 "--seed", str(rep), cwd=ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
             procs.append(operator)
             watch = Watch(bench, sid).start()
@@ -417,20 +467,22 @@ async def run_relay(bench: Bench, scenario: Scenario, rep: int) -> ScenarioResul
             server.close()
             await agent.close()
         keys = [t for t in agent.key_downs if t - agent.key_downs[0] <= budget] if agent.key_downs else []
-        return result_of(scenario, rep, watch, keys, note=f"user {participant}, added RTT {rtt:g} ms")
+        return result_of(scenario, rep, watch, keys, note=f"user {participant}, added RTT {rtt:g} ms"
+                                                          + (", in the terminal" if terminal else ""))
     finally:
         for proc in procs:
             await _end(proc)
         await context.close()
 
 
-def script_plans(mode: str, sentences: Sequence[aalto.Sentence], rep: int) -> list[TypingPlan]:
+def script_plans(mode: str, sentences: Sequence[aalto.Sentence], rep: int, surface: str = "form") -> list[TypingPlan]:
     plans = []
     for i, sentence in enumerate(sentences):
-        if mode == "replay":
-            plan = without_codes(script.replayed_plan(sentence, seed=rep * 100 + i))
-        else:
-            plan = script.fixed_interval_plan(sentence.submitted, interval_ms=50)
+        recorded = (script.replayed_plan(sentence, seed=rep * 100 + i) if mode == "replay"
+                    else script.fixed_interval_plan(sentence.submitted, interval_ms=50))
+        plan = for_surface(recorded, surface)
+        if plan is None:
+            continue
         enter_at = plan.duration_ms + 50.0
         plans.append(TypingPlan((*plan.strokes, PlannedStroke(enter_at, enter_at + 20.0, ENTER)), plan.origin))
     return plans
@@ -440,28 +492,35 @@ async def run_script(bench: Bench, scenario: Scenario, rep: int) -> ScenarioResu
     """A program types as soon as the field exists: fixed intervals, or a recording replayed with small noise."""
     participant = bench.order[rep % len(bench.order)]
     mode = str(scenario.parameters.get("mode", "fixed-50ms"))
-    plans = script_plans(mode, bench.splits[participant].test[:3], rep)
+    terminal = scenario.parameters.get("surface") == "terminal"
+    plans = script_plans(mode, bench.splits[participant].test[:3], rep, "terminal" if terminal else "form")
     context = await bench.browser.new_context()
     try:
         page, sid, loaded = await sign_in(bench, context, bench.user(participant))
+        if terminal:
+            loaded = await open_terminal(bench, page)
         await quiet_after_load(loaded)
         cdp = await open_cdp(page)
         keys: list[float] = []
         watch = Watch(bench, sid).start()
+        # a program waits for the element it types into: an empty field, or the shell's prompt at the screen's end
+        ready = ("s => { const f = document.querySelector(s); return f && f === document.activeElement"
+                 " && f.value === ''; }", FIELD) if not terminal else (
+                 "([s, p]) => { const f = document.querySelector(s); return f && f === document.activeElement"
+                 " && f.textContent.endsWith(p); }", [SCREEN, terminal_prompt(bench.user(participant)) + CURSOR])
         try:
             for plan in plans:
                 if watch.strongest != "allow":
                     break
-                await page.wait_for_function(
-                    "s => { const f = document.querySelector(s); return f && f === document.activeElement"
-                    " && f.value === ''; }", arg=FIELD, timeout=10_000)
+                await page.wait_for_function(ready[0], arg=ready[1], timeout=10_000)
                 t0 = time.monotonic() + 0.02
                 keys += [t0 + s.down_ms / 1000.0 for s in plan.strokes]
                 await type_plan(cdp, plan, t0=t0)
         finally:
             await watch.stop()
         await watch.linger()
-        return result_of(scenario, rep, watch, keys, note=f"user {participant}, {mode}")
+        return result_of(scenario, rep, watch, keys,
+                         note=f"user {participant}, {mode}" + (", in the terminal" if terminal else ""))
     finally:
         await context.close()
 

@@ -44,9 +44,17 @@ class ScenarioUser:
     password: str = field(repr=False)
     totp_secret: str = field(repr=False)
 
+    @property
+    def email(self) -> str:
+        return user_email(self.name)
+
 
 def user_name(participant: str) -> str:
     return f"p{participant}"
+
+
+def user_email(name: str) -> str:
+    return f"{name}@scenario.test"
 
 
 def enrolment_batch(sentences: tuple[aalto.Sentence, ...], t0_ms: float = 1.7e12,
@@ -157,7 +165,7 @@ class Stack:
         for participant in self.participants:
             name = user_name(participant)
             password = secrets.token_urlsafe(12)
-            _, secret = add_user(path, name, password, ["scenario-typists"], f"{name}@scenario.test", "lab", "FI")
+            _, secret = add_user(path, name, password, ["scenario-typists"], user_email(name), "lab", "FI")
             self.users[participant] = ScenarioUser(name, participant, password, secret)
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:

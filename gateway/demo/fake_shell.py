@@ -23,6 +23,16 @@ FAKE_DIRS = ("reports/", "projects/")
 _UNSAFE_USER_CHARS = re.compile(r"[^A-Za-z0-9._-]")
 
 
+def shell_user(email: str, sub: str = "") -> str:
+    base = email.split("@", 1)[0] or sub or "user"
+    return _UNSAFE_USER_CHARS.sub("_", base)[:32] or "user"
+
+
+def prompt_for(email: str, sub: str = "") -> str:
+    """The prompt the shell shows a user (what a person at the terminal waits to see before typing)."""
+    return f"{shell_user(email, sub)}@intranet:~$ "
+
+
 @dataclass
 class FakeShell:
     identity: Identity
@@ -33,12 +43,11 @@ class FakeShell:
 
     @property
     def user(self) -> str:
-        base = self.identity.email.split("@", 1)[0] or self.identity.sub or "user"
-        return _UNSAFE_USER_CHARS.sub("_", base)[:32] or "user"
+        return shell_user(self.identity.email, self.identity.sub)
 
     @property
     def prompt(self) -> str:
-        return f"{self.user}@intranet:~$ "
+        return prompt_for(self.identity.email, self.identity.sub)
 
     def banner(self) -> str:
         return f"Acme intranet web terminal (demo shell). Type 'help'.\r\n{self.prompt}"

@@ -150,3 +150,56 @@ def test_the_set_starts_long_runs_first_and_browser_enrolled_users_after_two_wav
     assert all(participants[rep % 24] not in {"0", "1", "2"} for _, _, rep in first)
     assert expected_seconds(first[0][1]) == max(expected_seconds(s) for s in FULL_SET)
     assert expected_seconds(jobs[-1][1]) == min(expected_seconds(s) for s in FULL_SET)
+
+
+def test_genuine_rows_add_up_to_the_sentence_sessions_goal() -> None:
+    form, terminal = Scenario("genuine", 2, {"sentences": 10}), Scenario("genuine", 1, {"surface": "terminal"})
+
+    def run(label: str, rep: int, sentences: int, fa: int = 0) -> ScenarioResult:
+        return ScenarioResult(label, rep, "step_up" if fa else "allow", None, None, false_alarms=fa,  # type: ignore[arg-type]
+                              sentences=sentences)
+
+    clean = render_markdown([(form, [run("g", 0, 100), run("g", 1, 90)]), (terminal, [run("t", 0, 10)])])
+    assert "Genuine, all 2 rows together: 0 false alarms in 200 sentence-sessions (goal: none in >= 200): met." in clean
+    alarmed = render_markdown([(form, [run("g", 0, 100), run("g", 1, 90, fa=1)]), (terminal, [run("t", 0, 10)])])
+    assert "1 false alarms in 200 sentence-sessions (goal: none in >= 200): not met." in alarmed
+    assert "rows together" not in render_markdown([(form, [run("g", 0, 200)])])
+
+
+def test_plans_for_the_terminal_leave_out_what_its_line_editor_ignores() -> None:
+    from bench.scenarios.keymap import spec_for_char
+    from bench.scenarios.plan import PlannedStroke, TypingPlan, for_surface
+
+    def plan(text: str, extra: tuple[str, ...] = ()) -> TypingPlan:
+        from bench.scenarios.keymap import KeySpec
+
+        strokes = [PlannedStroke(100.0 * i, 100.0 * i + 50, spec_for_char(ch)[0]) for i, ch in enumerate(text)]
+        for j, code in enumerate(extra):  # caret moves in the middle of the line
+            strokes.insert(2, PlannedStroke(100.0 * len(text) + j, 100.0 * len(text) + j + 10,
+                                            KeySpec(code, 37, code)))
+        return TypingPlan(tuple(sorted(strokes, key=lambda s: s.down_ms)), "test")
+
+    line = for_surface(plan("ls -la", ("ArrowLeft", "Home")), "terminal")
+    assert line is not None and line.expected_text == "ls -la"
+    assert [s.key.code for s in line.strokes if s.key.code in ("ArrowLeft", "Home")] == []
+    assert for_surface(plan("exit now"), "terminal") is None  # would end the demo shell
+    assert for_surface(plan("exit now"), "form").expected_text == "exit now"
+    with pytest.raises(ValueError, match="surface"):
+        for_surface(plan("a"), "desktop")
+
+
+def test_the_operator_waits_for_an_empty_field_or_for_the_prompt() -> None:
+    from bench.scenarios.operator import CURSOR, Surface
+    from bench.scenarios.protocol import Observation
+
+    form, terminal = Surface("#f"), Surface("#screen", "p7@intranet:~$ ")
+    expect, ready = form.ready()
+    assert expect == "" and ready(Observation(True, True, True, 0, True))
+    assert not ready(Observation(True, True, True, 3, True))
+    expect, ready = terminal.ready()
+    assert expect == "p7@intranet:~$ " + CURSOR and ready(Observation(True, True, True, 900, True))
+    assert not ready(Observation(True, True, True, 900, False))
+    expect, shows = terminal.showing("ls")
+    assert expect == "p7@intranet:~$ ls" + CURSOR and shows(Observation(True, True, True, 902, True))
+    expect, shows = form.showing("ls")
+    assert expect == "ls" and shows(Observation(True, True, True, 2, True)) and not shows(Observation(True, True, True, 5, True))
