@@ -52,6 +52,12 @@ N_SOURCES = int(max(Source)) + 1  # rows of the per-source state, indexed by Sou
 # until the sensor's first batch arrives); a handover costs the new source's first HANDOVER_MS of keys.
 HANDOVER_MS = 2000.0
 STREAK_GAP_MS = 5000.0  # input after a pause this long starts a new streak of its source
+# A page whose keys a protocol also carries (a web terminal's page): what those keys answer is the protocol's own
+# output and echoes, timed by the protocol's copy of them; the page's local-echo corrections would count the same
+# corrections again (and a terminal paints a key only when its echo returns). The sensor's reactions are left out
+# while a protocol delivered input within this long of the sensor's batch reaching the gateway.
+SHADOW_MS = 1000.0
+_PROTOCOL_SOURCES = (int(Source.GUACAMOLE), int(Source.RFB), int(Source.TERMINAL))
 _EMPTY = np.empty(0)
 # protocols that carry no input timestamps: their t_src is the gateway's arrival time
 _ARRIVAL_CLOCK_SOURCES = (int(Source.GUACAMOLE), int(Source.RFB), int(Source.TERMINAL))
@@ -440,6 +446,10 @@ class SessionScorer:
             lat, typ, self.react_carry[s] = F.extract_reactions(
                 t_src[s_idx], ev["detail"][s_idx], t_src[a_idx], is_corr, carry, s == Source.SENSOR
             )
+            if len(lat) and s == Source.SENSOR:
+                arrived = float(ev["t_arr"][a_idx].min()) if len(a_idx) else float(ev["t_arr"].min())
+                if any(self.source_seen[p, 0] >= arrived - SHADOW_MS for p in _PROTOCOL_SOURCES):
+                    continue
             if len(lat):
                 if s in _ARRIVAL_CLOCK_SOURCES:
                     lat = self._without_network_rtt(lat)

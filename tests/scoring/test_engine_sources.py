@@ -136,3 +136,34 @@ def test_a_protocol_that_types_while_the_sensor_does_never_takes_over():
     # can count twice, nothing after them
     assert 100 <= a.evidence.keystrokes <= 102
     assert int(scorer.scalars[0]) == Source.SENSOR
+
+
+def test_a_correction_on_a_terminal_page_counts_once():
+    # the typo's echo comes back from the shell; the BackSpace reaches the gateway as a terminal frame at once and in
+    # the sensor's next batch: the terminal's copy times it from the echo, the sensor's copy (local echo, from the key
+    # before it) would count the same correction a second time
+    scorer = scoring.SessionScorer(None)
+    t = EPOCH0 + 10_000.0
+    form = _sensor_typing(t - 8000.0, 10)
+    for w in np.unique(form["t_arr"]):
+        scorer.update(form[form["t_arr"] == w])
+    scorer.update(make_batch([t], [t], Kind.NET, source=Source.GATEWAY, value=2 * ONE_WAY_MS))
+    corrections = 0
+    for i in range(6):
+        typo = t + 3000.0 * i
+        fix = typo + 450.0
+        frames = [make_batch([typo + ONE_WAY_MS], [typo + ONE_WAY_MS], Kind.KEY_DOWN, key=KeyClass.LEFT_TOP,
+                             source=Source.TERMINAL),
+                  make_batch([typo + 3 * ONE_WAY_MS], [typo + 3 * ONE_WAY_MS], Kind.STIMULUS, detail=Stimulus.ECHO,
+                             source=Source.TERMINAL),
+                  make_batch([fix + ONE_WAY_MS], [fix + ONE_WAY_MS], Kind.KEY_DOWN, key=KeyClass.BACKSPACE,
+                             source=Source.TERMINAL)]
+        page = concat([make_batch(np.array([typo, typo + 80]) - BROWSER_BEHIND_MS, fix + 200.0,
+                                  [Kind.KEY_DOWN, Kind.KEY_UP], key=KeyClass.LEFT_TOP),
+                       make_batch(np.array([fix, fix + 70]) - BROWSER_BEHIND_MS, fix + 200.0,
+                                  [Kind.KEY_DOWN, Kind.KEY_UP], key=KeyClass.BACKSPACE)])
+        for b in frames + [page]:
+            a = scorer.update(b)
+        corrections = a.signals["relay"].details["correction_reactions"]
+    assert int(scorer.scalars[0]) == Source.SENSOR
+    assert corrections == 6
