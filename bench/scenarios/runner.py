@@ -370,7 +370,8 @@ async def run_typing(bench: Bench, scenario: Scenario, rep: int) -> ScenarioResu
     if owner in bench.browser_enrolled:
         note += ", browser-enrolled"
     if surface == "terminal":
-        note += f", {len(form_plans)} sentences in the form then {len(terminal_plans)} commands in the terminal"
+        note += (f", {len(form_plans)} sentences in the form then" if form_plans else ",") + \
+            f" {len(terminal_plans)} commands in the terminal"
     context = await bench.browser.new_context()
     try:
         page, sid, loaded = await sign_in(bench, context, bench.user(owner))
@@ -488,6 +489,21 @@ def script_plans(mode: str, sentences: Sequence[aalto.Sentence], rep: int, surfa
     return plans
 
 
+async def _until_ready_or_acted(page: Page, ready: tuple[str, Any], watch: Watch, timeout_s: float = 10.0) -> bool:
+    """Waits for the element a program types into; False once the gateway has acted (a stepped-up session's
+    terminal connection is cut, so its prompt never returns)."""
+    deadline = time.monotonic() + timeout_s
+    while watch.strongest == "allow":
+        try:
+            await page.wait_for_function(ready[0], arg=ready[1], timeout=1_000)
+            return True
+        except Exception:  # Playwright's TimeoutError: look at the session again
+            await watch.check()
+            if time.monotonic() > deadline:
+                raise
+    return False
+
+
 async def run_script(bench: Bench, scenario: Scenario, rep: int) -> ScenarioResult:
     """A program types as soon as the field exists: fixed intervals, or a recording replayed with small noise."""
     participant = bench.order[rep % len(bench.order)]
@@ -510,9 +526,8 @@ async def run_script(bench: Bench, scenario: Scenario, rep: int) -> ScenarioResu
                  " && f.textContent.endsWith(p); }", [SCREEN, terminal_prompt(bench.user(participant)) + CURSOR])
         try:
             for plan in plans:
-                if watch.strongest != "allow":
+                if not await _until_ready_or_acted(page, ready, watch):
                     break
-                await page.wait_for_function(ready[0], arg=ready[1], timeout=10_000)
                 t0 = time.monotonic() + 0.02
                 keys += [t0 + s.down_ms / 1000.0 for s in plan.strokes]
                 await type_plan(cdp, plan, t0=t0)
