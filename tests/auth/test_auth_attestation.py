@@ -5,26 +5,12 @@ because no physical security key can run here."""
 
 from __future__ import annotations
 
-import secrets
 import uuid
 
 import pytest
-import webauthn
 
 from gateway.auth.attestation import Attestation, AttestationPolicy, AttestationRefused, fingerprint, judge, split_pem, still_allowed
-from tests.support.softkey import SoftKey, b64u, root_ca
-
-RP, ORIGIN = "gw.example", "https://gw.example"
-
-
-def registered(key: SoftKey) -> Attestation:
-    challenge = secrets.token_bytes(32)
-    options = {"publicKey": {"challenge": b64u(challenge), "rp": {"id": RP}}}
-    verified = webauthn.verify_registration_response(credential=key.register(options, ORIGIN),
-                                                     expected_challenge=challenge, expected_rp_id=RP,
-                                                     expected_origin=ORIGIN)
-    return Attestation.of_registration(verified)
-
+from tests.support.softkey import SoftKey, registered, root_ca
 
 @pytest.fixture(scope="module")
 def vendor():

@@ -15,8 +15,7 @@ import pytest
 from gateway.auth.attestation import AttestationPolicy, AttestationRefused, fingerprint, judge, still_allowed
 from gateway.auth.mds import MdsError, import_blob, read_imported
 from tests.support.mdsblob import MdsSigner, entry
-from tests.support.softkey import SoftKey, root_ca
-from tests.auth.test_auth_attestation import registered
+from tests.support.softkey import SoftKey, registered, root_ca
 
 TODAY = dt.date.today()
 A, B, REVOKED, BYPASS, UNCERTIFIED, PLATFORM, ODD = (uuid.uuid4() for _ in range(7))

@@ -147,3 +147,17 @@ class SoftKey:
                 "response": {"clientDataJSON": b64u(client_data), "authenticatorData": b64u(auth_data),
                              "signature": b64u(signature)},
                 "clientExtensionResults": {}}
+
+
+def registered(key: SoftKey, rp_id: str = "gw.example", origin: str = "https://gw.example"):
+    """A registration by `key`, verified by py_webauthn as the gateway verifies one, as the policy sees it."""
+    import webauthn
+
+    from gateway.auth.attestation import Attestation
+
+    challenge = secrets.token_bytes(32)
+    options = {"publicKey": {"challenge": b64u(challenge), "rp": {"id": rp_id}}}
+    verified = webauthn.verify_registration_response(credential=key.register(options, origin),
+                                                     expected_challenge=challenge, expected_rp_id=rp_id,
+                                                     expected_origin=origin)
+    return Attestation.of_registration(verified)
