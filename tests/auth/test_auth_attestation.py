@@ -12,6 +12,7 @@ import pytest
 from gateway.auth.attestation import Attestation, AttestationPolicy, AttestationRefused, fingerprint, judge, split_pem, still_allowed
 from tests.support.softkey import SoftKey, registered, root_ca
 
+
 @pytest.fixture(scope="module")
 def vendor():
     return root_ca("Good Keys AB")
