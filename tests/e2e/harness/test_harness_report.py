@@ -203,3 +203,17 @@ def test_the_operator_waits_for_an_empty_field_or_for_the_prompt() -> None:
     assert expect == "p7@intranet:~$ ls" + CURSOR and shows(Observation(True, True, True, 902, True))
     expect, shows = form.showing("ls")
     assert expect == "ls" and shows(Observation(True, True, True, 2, True)) and not shows(Observation(True, True, True, 5, True))
+
+
+def test_nobody_signs_in_more_often_than_the_gateway_allows_totp_attempts():
+    # 10 TOTP attempts per user in 15 minutes, successful ones included (gateway.auth.totp): the whole full set, with
+    # the browser enrolments, must stay under that for every user even if all their runs fell in one window
+    from collections import Counter
+
+    from bench.scenarios.runner import FULL_BROWSER_ENROL, FULL_POOL, FULL_SET, first_participant
+
+    sign_ins = Counter({u: 1 for u in range(FULL_BROWSER_ENROL)})
+    for scenario in FULL_SET:
+        start = first_participant(scenario, FULL_BROWSER_ENROL, FULL_POOL)
+        sign_ins.update((start + rep) % FULL_POOL for rep in range(scenario.repetitions))
+    assert max(sign_ins.values()) <= 9
