@@ -57,7 +57,6 @@ STREAK_GAP_MS = 5000.0  # input after a pause this long starts a new streak of i
 # corrections again (and a terminal paints a key only when its echo returns). The sensor's reactions are left out
 # while a protocol delivered input within this long of the sensor's batch reaching the gateway.
 SHADOW_MS = 1000.0
-_PROTOCOL_SOURCES = (int(Source.GUACAMOLE), int(Source.RFB), int(Source.TERMINAL))
 _EMPTY = np.empty(0)
 # protocols that carry no input timestamps: their t_src is the gateway's arrival time
 _ARRIVAL_CLOCK_SOURCES = (int(Source.GUACAMOLE), int(Source.RFB), int(Source.TERMINAL))
@@ -411,8 +410,9 @@ class SessionScorer:
         elif not cur:
             new = present[0]  # the session's first input (the sensor, if the same keys reach it, takes over)
         else:
+            # another source takes over once it has typed alone (the current one silent since its streak began)
             new = next((s for s in present if seen[s, 0] - seen[s, 1] >= HANDOVER_MS
-                        and not (cur and seen[cur, 0] >= seen[s, 1])), cur)
+                        and not seen[cur, 0] >= seen[s, 1]), cur)
         if new != cur:
             sc[_S_KEY_SOURCE] = new
             if cur:  # another clock: nothing carries over from the old source's intervals
@@ -425,7 +425,9 @@ class SessionScorer:
     def _reactions(self, ev: np.ndarray, kind: np.ndarray, source: np.ndarray, t_src: np.ndarray, is_input: np.ndarray,
                    stim_idx: np.ndarray, n_ptr: int) -> tuple[np.ndarray, np.ndarray]:
         """Reaction latencies and types of this batch: per source, its stimuli answered by its own inputs."""
-        answers = (kind == Kind.KEY_DOWN) | (kind == Kind.POINTER_DOWN) | (kind == Kind.POINTER_MOVE) if n_ptr else kind == Kind.KEY_DOWN
+        answers = kind == Kind.KEY_DOWN
+        if n_ptr:
+            answers = answers | (kind == Kind.POINTER_DOWN) | (kind == Kind.POINTER_MOVE)
         ans_all = np.flatnonzero(answers & is_input)
         if not len(ans_all) and not len(stim_idx):
             return _EMPTY, _EMPTY_I
@@ -448,7 +450,7 @@ class SessionScorer:
             )
             if len(lat) and s == Source.SENSOR:
                 arrived = float(ev["t_arr"][a_idx].min()) if len(a_idx) else float(ev["t_arr"].min())
-                if any(self.source_seen[p, 0] >= arrived - SHADOW_MS for p in _PROTOCOL_SOURCES):
+                if any(self.source_seen[p, 0] >= arrived - SHADOW_MS for p in _ARRIVAL_CLOCK_SOURCES):
                     continue
             if len(lat):
                 if s in _ARRIVAL_CLOCK_SOURCES:
