@@ -105,10 +105,11 @@ def action_of(session: dict[str, Any]) -> Action:
 
 
 def first_participant(scenario: Scenario, browser_enrolled: int, pool: int) -> int:
-    """Where in the pool a row's repetitions start. The gateway allows 10 TOTP attempts per user in 15 minutes,
-    successful ones included (gateway.auth.totp), and rows that all started at the pool's head signed its first users
-    in 14 times (the browser-enrolled ones, whose runs come together): the terminal rows start two thirds into the
-    pool and the hijack row after the browser-enrolled users, so nobody signs in more than 9 times in the whole set."""
+    """Where in the pool a row's repetitions start. Rows that all started at the pool's head signed its first users
+    in 14 times within minutes (the browser-enrolled ones, whose runs come together), which no person does and which
+    locked them out of a gateway that counted accepted TOTP codes against its 10 attempts per 15 minutes: the
+    terminal rows start two thirds into the pool and the hijack row after the browser-enrolled users, so nobody
+    signs in more than 9 times in the whole set."""
     if scenario.parameters.get("surface") == "terminal":
         return 2 * pool // 3
     return browser_enrolled if scenario.name == "hijack" else 0

@@ -22,6 +22,11 @@ class ReplayGuard(Protocol):
         is created and is not extended by later increments (a fixed window; Redis: INCR, then EXPIRE NX)."""
         ...
 
+    async def decr(self, key: str) -> None:
+        """Take back one count of the counter `key` if it still exists and is above zero (an attempt that was
+        counted before it was checked, and turned out to be a success). Never creates the counter."""
+        ...
+
 
 class MemoryReplayGuard:
     """In-process ReplayGuard (no awaits inside, so each call is atomic on one event loop)."""
@@ -49,6 +54,11 @@ class MemoryReplayGuard:
             count, expires = 0, now + ttl_seconds
         self._counters[key] = (count + 1, expires)
         return count + 1
+
+    async def decr(self, key: str) -> None:
+        count, expires = self._counters.get(key, (0, 0.0))
+        if count > 0 and expires > self._clock():
+            self._counters[key] = (count - 1, expires)
 
     def _sweep(self, now: float) -> None:
         if len(self._used) + len(self._counters) < self._max_entries:

@@ -37,8 +37,10 @@ class TotpVerifier:
 
     Brute force: every well-formed attempt increments a per-user counter *before* the code is compared, and
     attempts beyond `max_attempts` within `attempt_window` seconds are refused unchecked. Counting before checking
-    keeps the bound exact even under many concurrent guesses (a check-then-count would let a burst through); the
-    price is that successful attempts count too, so the limit is set above what a legitimate user needs.
+    keeps the bound exact even under many concurrent guesses (a check-then-count would let a burst through). An
+    accepted code then takes its own count back, so only failed (and still unchecked) attempts use up the limit: a
+    person who signs in often is never refused for it, and a guesser racing a real sign-in gains nothing from it
+    (the sign-in returns its own count, not the guesser's; resetting the counter on success would).
     Replay: an accepted code's time step is marked used for as long as that code could be accepted."""
 
     def __init__(
@@ -80,6 +82,7 @@ class TotpVerifier:
         ttl = self.step * (2 * self.valid_window + 1) + 1
         if not await self.guard.first_use(f"{self.key_prefix}used:{user_id}:{counter}", ttl):
             return TotpOutcome.REPLAYED
+        await self.guard.decr(f"{self.key_prefix}attempts:{user_id}")
         return TotpOutcome.ACCEPTED
 
     def _matching_counter(self, secret: str, code: str, now: float) -> int | None:

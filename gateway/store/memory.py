@@ -84,6 +84,11 @@ class MemoryStore:
         self._counters[key] = (count + 1, until)
         return count + 1
 
+    async def decr(self, key: str) -> None:
+        count, until = self._counters.get(key, (0, 0.0))
+        if count > 0 and until > time.time():
+            self._counters[key] = (count - 1, until)
+
     async def put_assessment(self, sid: str, data: dict, ttl_seconds: int) -> None:
         self._assessments[sid] = (json.dumps(data), time.time() + ttl_seconds)
 

@@ -19,6 +19,13 @@ log = logging.getLogger("ztgate.store")
 
 SUBSCRIBE_CONFIRM_S = 5.0
 
+# take back one count, never below zero and never creating a counter whose window has ended (it would outlive it)
+_DECR_EXISTING = """
+local v = tonumber(redis.call('GET', KEYS[1]))
+if v and v > 0 then return redis.call('DECR', KEYS[1]) end
+return 0
+"""
+
 
 _PUT_SESSION = """
 local cur = redis.call('GET', KEYS[1])
@@ -42,6 +49,7 @@ class RedisStore:
         )
         self._channel = f"{prefix}broadcast"
         self._put_script = self._redis.register_script(_PUT_SESSION)
+        self._decr_script = self._redis.register_script(_DECR_EXISTING)
         self._subscribers: list[Subscriber] = []
         self._listener: asyncio.Task | None = None
         self.connected = asyncio.Event()
@@ -196,6 +204,9 @@ class RedisStore:
         pipe.expire(k, max(1, ttl_seconds), nx=True)
         count, _ = await self._call(pipe.execute)
         return int(count)
+
+    async def decr(self, key: str) -> None:
+        await self._call(self._decr_script, keys=[f"{self.prefix}count:{key}"])
 
     # ------------------------------------------------------------------ assessments, profiles and locks
 

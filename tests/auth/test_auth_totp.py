@@ -58,10 +58,30 @@ async def test_lockout_after_too_many_attempts(secret: str) -> None:
 async def test_lockout_ends_with_the_window(secret: str) -> None:
     clock = [0.0]
     verifier = TotpVerifier(MemoryReplayGuard(clock=lambda: clock[0]), max_attempts=1, attempt_window=60)
-    assert await verifier.check("alice", secret, "000000", NOW) in (TotpOutcome.REJECTED, TotpOutcome.ACCEPTED)
+    assert await verifier.check("alice", secret, _wrong(secret, NOW), NOW) is TotpOutcome.REJECTED
     assert await verifier.check("alice", secret, code_at(secret, NOW), NOW) is TotpOutcome.LOCKED
     clock[0] = 61.0
     assert await verifier.check("alice", secret, code_at(secret, NOW + 90), NOW + 90) is TotpOutcome.ACCEPTED
+
+
+def _wrong(secret: str, now: float) -> str:
+    """A well-formed code that no step around `now` accepts."""
+    valid = {code_at(secret, now + 30 * k) for k in (-1, 0, 1)}
+    return next(c for c in (f"{i:06d}" for i in range(1000)) if c not in valid)
+
+
+async def test_accepted_codes_do_not_use_up_the_attempts(secret: str) -> None:
+    # every attempt is counted before it is checked; an accepted one takes its own count back, so a person who signs
+    # in often is never locked out by it, while failures still are counted in full
+    verifier = TotpVerifier(MemoryReplayGuard(), max_attempts=2, attempt_window=900)
+    for k in range(6):  # six sign-ins, each with the code of a new time step
+        assert await verifier.check("alice", secret, code_at(secret, NOW + 30 * k), NOW + 30 * k) is TotpOutcome.ACCEPTED
+    later = NOW + 30 * 6
+    assert await verifier.check("alice", secret, _wrong(secret, later), later) is TotpOutcome.REJECTED
+    # a success between failures gives back only its own count: two failures in all, then locked
+    assert await verifier.check("alice", secret, code_at(secret, later), later) is TotpOutcome.ACCEPTED
+    assert await verifier.check("alice", secret, _wrong(secret, later), later) is TotpOutcome.REJECTED
+    assert await verifier.check("alice", secret, code_at(secret, later + 30), later + 30) is TotpOutcome.LOCKED
 
 
 async def test_malformed_codes_are_not_counted(secret: str) -> None:

@@ -48,6 +48,13 @@ async def test_replay_guard(store):
     assert await store.first_use("code-1", 30)
     assert not await store.first_use("code-1", 30)
     assert [await store.incr("fail", 30) for _ in range(3)] == [1, 2, 3]
+    await store.decr("fail")  # an attempt that succeeded takes its count back
+    assert await store.incr("fail", 30) == 3
+    await store.decr("never-counted")  # never creates a counter (it would outlive its window), never below zero
+    assert await store.incr("never-counted", 30) == 1
+    await store.decr("never-counted")
+    await store.decr("never-counted")
+    assert await store.incr("never-counted", 30) == 1
 
 
 async def test_profiles_and_locks(store):
