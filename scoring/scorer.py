@@ -116,6 +116,11 @@ class SessionScorer:
         return bool(self.scalars[_S_FLAGGED])
 
     @property
+    def key_source(self) -> int:
+        """The Source whose keys are scored now (0 before any input)."""
+        return int(self.scalars[_S_KEY_SOURCE])
+
+    @property
     def dropped_events(self) -> int:
         return int(self.scalars[_S_DROPPED])
 
@@ -300,7 +305,7 @@ class SessionScorer:
         only_keys = n_ptr + per_kind[Kind.WHEEL] == 0
         is_input = kind <= Kind.WHEEL  # kinds 1..6 (sanitised batches hold no kind 0)
         n_inputs = per_kind[Kind.KEY_DOWN] + per_kind[Kind.KEY_UP] + n_ptr + per_kind[Kind.WHEEL]
-        src = self._key_source(source, t_arr, is_input) if n_inputs else int(sc[_S_KEY_SOURCE])
+        src = self._key_source(source, t_arr, is_input) if n_inputs else self.key_source
         if src:
             # inputs from the chosen source only (others would duplicate the same keystrokes on another clock),
             # and never older than what was already processed (late batches cannot rewrite the past)

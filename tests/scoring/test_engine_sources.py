@@ -135,7 +135,7 @@ def test_a_protocol_that_types_while_the_sensor_does_never_takes_over():
     # the session's first keys reach the scorer from the protocol before the sensor's first batch arrives: those
     # can count twice, nothing after them
     assert 100 <= a.evidence.keystrokes <= 102
-    assert int(scorer.scalars[0]) == Source.SENSOR
+    assert scorer.key_source == Source.SENSOR
 
 
 def test_a_correction_on_a_terminal_page_counts_once():
@@ -165,5 +165,5 @@ def test_a_correction_on_a_terminal_page_counts_once():
         for b in frames + [page]:
             a = scorer.update(b)
         corrections = a.signals["relay"].details["correction_reactions"]
-    assert int(scorer.scalars[0]) == Source.SENSOR
+    assert scorer.key_source == Source.SENSOR
     assert corrections == 6
