@@ -92,9 +92,20 @@ class Route:
 
 
 @dataclass(frozen=True)
+class LockoutConfig:
+    """Brute-force limits per account (gateway.auth.lockout); all counts live in the shared store."""
+
+    max_failures: int = 10  # failed sign-ins within `window` that lock the account; 0: never lock for failures
+    window: int = 900  # seconds over which failures and one-time-code attempts are counted
+    duration: int = 900  # seconds an account stays locked (an admin can lift it sooner: `ztgate locks remove`)
+    totp_max_attempts: int = 10  # one-time codes refused within `window` before codes are no longer even checked
+
+
+@dataclass(frozen=True)
 class IdentityConfig:
     directory: str | None = None
     oidc: tuple[Any, ...] = ()  # gateway.auth.oidc.OidcConfig
+    lockout: LockoutConfig = field(default_factory=LockoutConfig)
 
 
 @dataclass(frozen=True)
@@ -370,7 +381,7 @@ def _routes(raw: Any, path: KeyPath) -> tuple[Route, ...]:
 
 
 def _identity(raw: Any, path: KeyPath, base: Path) -> IdentityConfig:
-    sec = _Section(raw, path, ("directory", "oidc"))
+    sec = _Section(raw, path, ("directory", "oidc", "lockout"))
     directory = sec.get("directory", (str, dict))
     if isinstance(directory, dict):
         d = _Section(directory, path + ("directory",), ("path",))
@@ -389,7 +400,19 @@ def _identity(raw: Any, path: KeyPath, base: Path) -> IdentityConfig:
                 providers.append(OidcConfig.from_dict(item))
             except ConfigError as err:
                 raise ConfigError(path + ("oidc", i) + tuple(err.path), err.message, err.hint) from None
-    return IdentityConfig(directory=directory, oidc=tuple(providers))
+    return IdentityConfig(directory=directory, oidc=tuple(providers), lockout=_lockout(sec.get("lockout", dict),
+                                                                                         path + ("lockout",)))
+
+
+def _lockout(raw: Any, path: KeyPath) -> LockoutConfig:
+    sec = _Section(raw, path, ("max_failures", "window", "duration", "totp_max_attempts"))
+    max_failures = sec.get("max_failures", int, LockoutConfig.max_failures)
+    if max_failures < 0:
+        raise ConfigError(path + ("max_failures",), f"must be 0 or more, got {max_failures}",
+                          "0 never locks an account for failed sign-ins (one-time codes stay limited)")
+    return LockoutConfig(max_failures=max_failures, window=sec.positive("window", LockoutConfig.window),
+                         duration=sec.positive("duration", LockoutConfig.duration),
+                         totp_max_attempts=sec.positive("totp_max_attempts", LockoutConfig.totp_max_attempts))
 
 
 def _store(raw: Any, path: KeyPath) -> StoreConfig:

@@ -64,6 +64,7 @@ class Enforcer:
                     seconds = lock_for if isinstance(lock_for, (int, float)) else parse_duration(str(lock_for))
                     await self.gw.store.lock_user(record.sub, time.time() + seconds, reason)
                     await self._terminate_user_sessions(record.sub, f"user locked: {reason}")
+                    await self._report_lock(record, reason)
                 return updated
             if target == SessionState.STEP_UP_REQUIRED:
                 step_up = {**record.step_up, "method": params.get("method", "totp"),
@@ -85,6 +86,14 @@ class Enforcer:
             if target == SessionState.TERMINATED:
                 self.gw.connections.close_session(record.sid, reason)
             return None
+
+    async def _report_lock(self, record: SessionRecord, reason: str) -> None:
+        if self.gw.events is None:
+            return
+        try:
+            await self.gw.events.emit_account_lock(record.to_dict(), locked=True, reason=reason, by="ztgate")
+        except Exception:  # logged; the lock stands
+            log.exception("could not record the security event of %s's lock", record.sub)
 
     async def _later(self, grace: float, sid: str, step_up: dict, reason: str, d: dict) -> None:
         try:

@@ -19,6 +19,7 @@ from .auth.csrf import CsrfTokens
 from .auth.directory import Directory
 from .auth.keys import KeyRing
 from .auth.tokens import AssertionSigner, SessionTokens, TokenError
+from .auth.lockout import Lockouts
 from .auth.totp import TotpVerifier
 from .config import Config, Route
 from .enforce import Enforcer
@@ -62,7 +63,10 @@ class Gateway:
         self.directory = directory
         if self.directory is None and config.identity.directory:
             self.directory = Directory.load(config.identity.directory)
-        self.totp = TotpVerifier(self.store)
+        lockout = config.identity.lockout
+        self.totp = TotpVerifier(self.store, max_attempts=lockout.totp_max_attempts, attempt_window=lockout.window)
+        self.lockouts = Lockouts(self.store, lockout, keyring.shared_secret("lockout"),
+                                 totp_attempts_key=self.totp.attempts_key)
         self.csrf = CsrfTokens(keyring.shared_secret("csrf"), self.store)
         self.sensor_secret = keyring.shared_secret("sensor")
         self.state_secret = keyring.shared_secret("login-state")

@@ -72,7 +72,7 @@ class TotpVerifier:
         code = "".join(str(code).split())  # people type "123 456"
         if not self._code_format.match(code):
             return TotpOutcome.MALFORMED
-        attempts = await self.guard.incr(f"{self.key_prefix}attempts:{user_id}", self.attempt_window)
+        attempts = await self.guard.incr(self.attempts_key(user_id), self.attempt_window)
         if attempts > self.max_attempts:
             return TotpOutcome.LOCKED
         counter = self._matching_counter(secret, code, now)
@@ -82,8 +82,12 @@ class TotpVerifier:
         ttl = self.step * (2 * self.valid_window + 1) + 1
         if not await self.guard.first_use(f"{self.key_prefix}used:{user_id}:{counter}", ttl):
             return TotpOutcome.REPLAYED
-        await self.guard.decr(f"{self.key_prefix}attempts:{user_id}")
+        await self.guard.decr(self.attempts_key(user_id))
         return TotpOutcome.ACCEPTED
+
+    def attempts_key(self, user_id: str) -> str:
+        """The counter of a user's attempts (an admin's unlock clears it: gateway.auth.lockout)."""
+        return f"{self.key_prefix}attempts:{user_id}"
 
     def _matching_counter(self, secret: str, code: str, now: float) -> int | None:
         totp = pyotp.TOTP(secret, digits=self.digits, interval=self.step)

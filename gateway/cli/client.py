@@ -7,6 +7,8 @@ import json
 import sys
 from typing import Any
 
+from urllib.parse import quote
+
 import httpx
 
 
@@ -42,7 +44,7 @@ def _call(method: str, url: str, token: str, path: str, body: Any = None) -> tup
 def admin_command(kind: str, args: argparse.Namespace) -> int:
     url, token = _target(args)
     action, target = getattr(args, "action", None), getattr(args, "target", None)
-    needs_target = {"show", "terminate", "step-up", "reset", "import"}
+    needs_target = {"show", "terminate", "step-up", "reset", "import", "remove"}
     if kind != "explain" and action in needs_target and not target:
         print(f"ztgate {kind} {action}: missing SID/USER", file=sys.stderr)
         return 2
@@ -55,6 +57,8 @@ def admin_command(kind: str, args: argparse.Namespace) -> int:
     elif kind == "profiles":
         method, path = {"list": ("GET", "/profiles"), "show": ("GET", f"/profiles/{target}"),
                         "reset": ("DELETE", f"/profiles/{target}")}[action]
+    elif kind == "locks":
+        method, path = ("GET", "/locks") if action == "list" else ("DELETE", f"/locks/{quote(target, safe='')}")
     else:
         method, path = "GET", f"/sessions/{target}/explain"
     status, data = _call(method, url, token, path)
@@ -100,6 +104,17 @@ def _import_profile(url: str, token: str, user: str, file: str | None, as_json: 
 def _human(kind: str, action: str | None, data: dict) -> str:
     if kind == "explain":
         return data.get("text", "")
+    if kind == "locks" and action == "list":
+        import time
+
+        rows = [f"{'USER':24} {'UNTIL (UTC)':20} REASON"]
+        for lock in data["locks"]:
+            user = lock["user"] if lock.get("known", True) else f"{lock['user']} (unknown name)"
+            rows.append(f"{user[:40]:24} {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(lock['until'])):20} "
+                        f"{lock.get('reason', '')}")
+        return "\n".join(rows) if data["locks"] else "no account is locked"
+    if kind == "locks":
+        return f"{data['user']} unlocked"
     if kind == "sessions" and action == "list":
         rows = [f"{'SID':26} {'USER':12} {'STATE':17} {'RISK':>5} {'ROUTE':12} {'CLIENT':15} CONNS"]
         for s in data["sessions"]:

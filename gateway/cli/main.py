@@ -50,6 +50,11 @@ def _parser() -> argparse.ArgumentParser:
             s.add_argument("file", nargs="?", help="import: a profile file (scoring.Profile.to_bytes())")
         _client_args(s)
 
+    locks = sub.add_parser("locks", help="list locked accounts, or lift a lock (admin API)")
+    locks.add_argument("action", choices=["list", "remove"])
+    locks.add_argument("target", nargs="?", help="remove: USER (as `locks list` shows it)")
+    _client_args(locks)
+
     pol = sub.add_parser("policy", help="check, test and explain policies")
     pol.add_argument("action", choices=["check", "test", "explain"])
     pol.add_argument("target", help="policy directory (check, test) or SID (explain)")
@@ -117,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("ztgate users: give --directory FILE or --config FILE with identity.directory", file=sys.stderr)
             return 2
         return users_main(args.args, directory)
-    if cmd in ("sessions", "profiles"):
+    if cmd in ("sessions", "profiles", "locks"):
         from .client import admin_command
 
         return admin_command(cmd, args)

@@ -1,4 +1,4 @@
-"""The admin API under /.ztgate/admin/api/: sessions, profiles, policy explanations, event status.
+"""The admin API under /.ztgate/admin/api/: sessions, profiles, account locks, policy explanations, event status.
 
 Authenticated by the admin bearer token from the config, or by a session whose user is in an admin group.
 """
@@ -221,6 +221,38 @@ async def _import_profile(request: Request, gw: Any, user: str, who: str) -> Res
     logging.getLogger("ztgate.admin").info("profile of %s imported by %s (%d bytes)", user, who, len(blob))
     return JSONResponse({"user": user, "bytes": len(blob), "replaced": replaced},
                         status_code=200 if replaced else 201)
+
+
+@admin_endpoint
+async def list_locks(request: Request, who: str) -> Response:
+    """Accounts locked now (failed sign-ins or a policy's lock_user_for); `known: false` is a fingerprint of a name
+    the directory does not know (never the name as typed)."""
+    gw = gateway(request)
+    return JSONResponse({"locks": [lock.to_dict() for lock in await gw.lockouts.locks()]})
+
+
+@admin_endpoint
+async def remove_lock(request: Request, who: str) -> Response:
+    """Lifts a lock and clears the account's failure counts (the next mistake must not lock it again at once)."""
+    gw = gateway(request)
+    user = request.path_params["user"]
+    if not user or len(user) > 256 or any(ord(c) < 32 for c in user):
+        return problem(400, "bad_user", "user names are 1..256 printable characters")
+    unlocked = await gw.lockouts.unlock(user)
+    if not unlocked:
+        return problem(404, "not_locked", "this account is not locked (its failure counts were cleared)")
+    import logging
+
+    logging.getLogger("ztgate.admin").warning("account %s unlocked by %s", user, who)
+    if gw.events is not None and not user.startswith("~"):
+        known = gw.directory.get(user) if gw.directory is not None else None
+        account = ({"sub": known.username, "email": known.email, "name": known.name, "groups": list(known.groups)}
+                   if known is not None else {"sub": user})
+        try:
+            await gw.events.emit_account_lock(account, locked=False, reason=f"unlocked by {who}", by=who)
+        except Exception:  # logged; the unlock stands
+            logging.getLogger("ztgate.admin").exception("could not record the security event of %s's unlock", user)
+    return JSONResponse({"user": user, "unlocked": True})
 
 
 @admin_endpoint

@@ -100,6 +100,8 @@ def create_app(gw: "Gateway") -> Starlette:
         Route(f"{api}/sessions/{{sid}}/scorer-state", admin.scorer_state),
         Route(f"{api}/profiles", admin.list_profiles),
         Route(f"{api}/profiles/{{user}}", admin.profile, methods=["GET", "PUT", "DELETE"]),
+        Route(f"{api}/locks", admin.list_locks),
+        Route(f"{api}/locks/{{user}}", admin.remove_lock, methods=["DELETE"]),
         Route(f"{api}/events/status", admin.events_status),
         *dashboard.routes(),
         Route(f"{api}/policies", admin.policy_status),

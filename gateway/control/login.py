@@ -23,8 +23,6 @@ from .common import client_ip, current_session, gateway, html, is_tls, pre_bindi
 
 log = logging.getLogger("ztgate.login")
 
-_LOGIN_FAILURES_WINDOW = 900
-_LOGIN_FAILURES_MAX = 10
 _STATE_COOKIE = "ztgate_oidc"
 
 
@@ -62,22 +60,28 @@ async def login_submit(request: Request) -> Response:
     password = str(form.get("password", ""))[:1024]
     code = str(form.get("otp", "")).strip()
     try:
-        failures_key = f"login-failures:{username}"
-        lock = await gw.store.user_lock(username)
-        if lock:
-            return html(pages.locked(time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(lock["until"]))), 403)
         gw.directory = gw.directory.reload_if_changed()  # `ztgate users add` takes effect without a restart
+        known = gw.directory.get(username)
+        # an unknown name may be a password typed in the wrong field: only its fingerprint is kept or logged
+        account = gw.lockouts.account(username, known=known is not None)
+        lock = await gw.lockouts.lock_of(account)
+        if lock:
+            return html(pages.locked(time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(lock.until))), 403)
         user = await gw.directory.authenticate_async(username, password)
         ok = user is not None
         if ok and user.totp_secret:
             outcome = await gw.totp.check(user.username, user.totp_secret, code, time.time())
             ok = outcome == TotpOutcome.ACCEPTED
         if not ok:
-            failures = await gw.store.incr(failures_key, _LOGIN_FAILURES_WINDOW)
+            failure = await gw.lockouts.failed(account)
             gw.telemetry.count("ztgate_login_failures_total")
-            log.warning("failed sign-in for %r from %s (%d in window)", username, client_ip(request), failures)
-            if failures >= _LOGIN_FAILURES_MAX:
-                await gw.store.lock_user(username, time.time() + _LOGIN_FAILURES_WINDOW, "too many failed sign-ins")
+            who = account if known is not None else f"an unknown user name (fingerprint {account})"
+            log.warning("failed sign-in for %s from %s (%d in window)", who, client_ip(request), failure.count)
+            if failure.locked:
+                log.warning("account %s locked for %d s: %s", who, gw.config.identity.lockout.duration,
+                            "too many failed sign-ins")
+                if known is not None:
+                    await _report_lock(gw, _account_view(known, request), "too many failed sign-ins")
             return _retry(request, "Wrong username, password or one-time code.", next_url, 401)
         record = await gw.sessions.create(
             Identity(sub=user.username, email=user.email, name=user.name, groups=list(user.groups),
@@ -90,6 +94,21 @@ async def login_submit(request: Request) -> Response:
     log.info("session %s started for %s from %s", record.sid, record.sub, record.client_ip)
     gw.telemetry.count("ztgate_logins_total", idp="directory")
     return _with_session(request, record, next_url)
+
+
+async def _report_lock(gw, account: dict, reason: str) -> None:
+    if gw.events is None:
+        return
+    try:
+        await gw.events.emit_account_lock(account, locked=True, reason=reason, by="ztgate")
+    except Exception:  # logged; the sign-in's answer stands
+        log.exception("could not record the security event of %s's lock", account["sub"])
+
+
+def _account_view(user, request: Request) -> dict:
+    """A directory user as the security events describe a session's user (no session exists yet)."""
+    return {"sub": user.username, "email": user.email, "name": user.name, "groups": list(user.groups),
+            "client_ip": client_ip(request), "user_agent": request.headers.get("user-agent", "")}
 
 
 def _store_down() -> Response:
@@ -314,9 +333,9 @@ async def oidc_callback(request: Request) -> Response:
             response.delete_cookie(_STATE_COOKIE, path="/.ztgate/")
             return response
     try:
-        lock = await gw.store.user_lock(identity.sub)
+        lock = await gw.lockouts.lock_of(identity.sub)
         if lock:
-            return html(pages.locked(time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(lock["until"]))), 403)
+            return html(pages.locked(time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(lock.until))), 403)
         record = await gw.sessions.create(
             Identity(sub=identity.sub, email=identity.email or "", name=identity.name or "",
                      groups=list(identity.groups), idp=provider.config.name, acr=identity.acr or "",

@@ -1,5 +1,6 @@
 """Pure builders of OCSF events: decision -> Detection Finding (2004), session end -> Authentication Logoff (3002),
-security key registered or refused -> Account Change: MFA Factor Enable (3001).
+security key registered or refused -> Account Change: MFA Factor Enable (3001), account locked or unlocked -> Account
+Change: Lock (3001).
 
 No I/O here. The events carry counts and timings only: never characters, keys or field values (the inputs
 never contain them either; numeric `details` are the only details copied).
@@ -323,6 +324,33 @@ def mfa_factor_enable(*, event_id: str, session: dict, accepted: bool, detail: s
         event["src_endpoint"] = src
     if session.get("user_agent"):
         event["http_request"] = {"user_agent": str(session["user_agent"])}
+    return event
+
+
+def account_lock(*, event_id: str, account: dict, locked: bool, reason: str, by: str, instance: str,
+                 product_version: str, now: float) -> dict:
+    """An account locked (too many failed sign-ins, or a policy's `lock_user_for`) or unlocked by an administrator,
+    as an OCSF Account Change: Lock, or Other (99) with activity_name "Unlock" (OCSF 1.3 has no unlock activity). `account` is shaped
+    like a session (sub, email, name, groups, client_ip, user_agent); `by` is who acted (ztgate, or the admin)."""
+    now_ms = int(now * 1000)
+    user = _user(account)
+    message = f"Account {user['name']} locked: {reason}" if locked else f"Account {user['name']} unlocked by {by}"
+    event: dict[str, Any] = {
+        **(_classified(3001, 9, "Lock", 3, now_ms) if locked
+           else {**_classified(3001, 99, "Other", 1, now_ms), "activity_name": "Unlock"}),
+        "message": message,
+        "status_id": 1, "status": "Success", "status_detail": reason,
+        "metadata": _metadata(event_id, str(uuid.uuid5(CORRELATION_NS, f"account:{user.get('uid', user['name'])}")),
+                              product_version, instance, now_ms, []),
+        "user": user,
+        "actor": {"user": {"name": by, "type_id": 1 if by != "ztgate" else 99,
+                           "type": "User" if by != "ztgate" else "Other"}},
+        "unmapped": {"ztgate": {"instance": instance, "reason": reason, "by": by}},
+    }
+    if (src := _src_endpoint(account)) is not None:
+        event["src_endpoint"] = src
+    if account.get("user_agent"):
+        event["http_request"] = {"user_agent": str(account["user_agent"])}
     return event
 
 

@@ -131,6 +131,11 @@ class SecurityEvents:
                                        now=time.time())
         return await self._append("account_change", str(session.get("sid", "")) or None, event)
 
+    async def emit_account_lock(self, account: dict, *, locked: bool, reason: str, by: str) -> str:
+        event = ocsf.account_lock(event_id=ocsf.new_event_id(), account=account, locked=locked, reason=reason, by=by,
+                                  instance=self.instance, product_version=self.version, now=time.time())
+        return await self._append("account_change", None, event)
+
     async def emit_policy_rejected(self, directory: str, diagnostics: list[str]) -> str:
         event = ocsf.policy_rejected(event_id=ocsf.new_event_id(), directory=directory, diagnostics=diagnostics,
                                      instance=self.instance, product_version=self.version, now=time.time())

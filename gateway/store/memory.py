@@ -89,6 +89,9 @@ class MemoryStore:
         if count > 0 and until > time.time():
             self._counters[key] = (count - 1, until)
 
+    async def reset_count(self, key: str) -> None:
+        self._counters.pop(key, None)
+
     async def put_assessment(self, sid: str, data: dict, ttl_seconds: int) -> None:
         self._assessments[sid] = (json.dumps(data), time.time() + ttl_seconds)
 
@@ -118,6 +121,16 @@ class MemoryStore:
         if lock and lock["until"] > time.time():
             return lock
         return None
+
+    async def unlock_user(self, user: str) -> bool:
+        lock = self._locks.pop(user, None)
+        return lock is not None and lock["until"] > time.time()
+
+    async def list_locks(self) -> dict[str, dict]:
+        now = time.time()
+        for user in [u for u, lock in self._locks.items() if lock["until"] <= now]:
+            del self._locks[user]
+        return dict(self._locks)
 
     async def put_credentials(self, user: str, credentials: list[dict]) -> None:
         self._credentials[user] = json.dumps(credentials)

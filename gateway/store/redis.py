@@ -208,6 +208,9 @@ class RedisStore:
     async def decr(self, key: str) -> None:
         await self._call(self._decr_script, keys=[f"{self.prefix}count:{key}"])
 
+    async def reset_count(self, key: str) -> None:
+        await self._call(self._redis.delete, f"{self.prefix}count:{key}")
+
     # ------------------------------------------------------------------ assessments, profiles and locks
 
     async def put_assessment(self, sid: str, data: dict, ttl_seconds: int) -> None:
@@ -239,12 +242,31 @@ class RedisStore:
 
     async def lock_user(self, user: str, until: float, reason: str) -> None:
         ttl = max(1, int(until - time.time()))
-        await self._call(self._redis.set, f"{self.prefix}lock:{user}",
-                         json.dumps({"until": until, "reason": reason}), ex=ttl)
+        # the lock itself expires on its own; the index (user -> until) only lets admins list locks without a SCAN
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.set(f"{self.prefix}lock:{user}", json.dumps({"until": until, "reason": reason}), ex=ttl)
+        pipe.zadd(f"{self.prefix}locks", {user: until})
+        await self._call(pipe.execute)
 
     async def user_lock(self, user: str) -> dict | None:
         raw = await self._call(self._redis.get, f"{self.prefix}lock:{user}")
         return json.loads(raw) if raw else None
+
+    async def unlock_user(self, user: str) -> bool:
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.delete(f"{self.prefix}lock:{user}")
+        pipe.zrem(f"{self.prefix}locks", user)
+        deleted, _ = await self._call(pipe.execute)
+        return bool(deleted)
+
+    async def list_locks(self) -> dict[str, dict]:
+        index = f"{self.prefix}locks"
+        await self._call(self._redis.zremrangebyscore, index, "-inf", time.time())
+        users = [u.decode() for u in await self._call(self._redis.zrange, index, 0, -1)]
+        if not users:
+            return {}
+        raws = await self._call(self._redis.mget, [f"{self.prefix}lock:{u}" for u in users])
+        return {u: json.loads(raw) for u, raw in zip(users, raws, strict=True) if raw}
 
     async def put_credentials(self, user: str, credentials: list[dict]) -> None:
         await self._call(self._redis.set, f"{self.prefix}credentials:{user}",

@@ -59,6 +59,11 @@ def test_good_config_parses_and_routes():
     ("routes: [{name: a, upstream: 'http://x:1'}]\nadmin: {token: '${ZTGATE_MISSING}'}\n", 2,
      "ZTGATE_MISSING is not set"),
     ("routes: [{name: a, upstream: 'http://x:1'}]\nadmin: {token: '${HOME}'}\n", 2, "only ${ZTGATE_"),
+    ("routes: [{name: a, upstream: 'http://x:1'}]\nidentity:\n  lockout: {max_failures: -1}\n", 3,
+     "0 never locks"),
+    ("routes: [{name: a, upstream: 'http://x:1'}]\nidentity:\n  lockout:\n    totp_max_attempts: 0\n", 4,
+     "must be positive"),
+    ("routes: [{name: a, upstream: 'http://x:1'}]\nidentity:\n  lockout: {windw: 60}\n", 3, "did you mean 'window'"),
 ])
 def test_bad_config_names_file_and_line(text, line, fragment):
     with pytest.raises(ConfigInvalid) as info:
@@ -66,6 +71,14 @@ def test_bad_config_names_file_and_line(text, line, fragment):
     message = str(info.value)
     assert message.startswith(f"ztgate.yaml:{line}:"), message
     assert fragment in message, message
+
+
+def test_lockout_limits_default_and_can_be_set():
+    assert loads("routes: [{name: a, upstream: 'http://x:1'}]\n", env={}).identity.lockout.max_failures == 10
+    cfg = loads("routes: [{name: a, upstream: 'http://x:1'}]\nidentity:\n  lockout: {max_failures: 0, window: 60,"
+                " duration: 3600, totp_max_attempts: 5}\n", env={})
+    lockout = cfg.identity.lockout
+    assert (lockout.max_failures, lockout.window, lockout.duration, lockout.totp_max_attempts) == (0, 60, 3600, 5)
 
 
 def test_unknown_field_gets_a_suggestion():

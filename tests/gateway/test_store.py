@@ -67,6 +67,27 @@ async def test_profiles_and_locks(store):
     assert await store.user_lock("carol") is None
 
 
+async def test_locks_are_listed_and_lifted(store):
+    now = time.time()
+    await store.lock_user("bob", now + 60, "too many failed sign-ins")
+    await store.lock_user("carol", now + 1, "policy")
+    await store.lock_user("dave", now + 120, "policy")
+    await asyncio.sleep(1.2)  # carol's lock runs out on its own and leaves the listing
+    locks = await store.list_locks()
+    assert sorted(locks) == ["bob", "dave"] and locks["bob"]["reason"] == "too many failed sign-ins"
+    assert await store.unlock_user("bob")
+    assert not await store.unlock_user("bob")  # nothing in force any more
+    assert await store.user_lock("bob") is None and sorted(await store.list_locks()) == ["dave"]
+    assert not await store.unlock_user("carol")  # an expired lock is no lock
+
+
+async def test_a_counter_can_be_reset(store):
+    assert [await store.incr("login-failures:x", 30) for _ in range(3)] == [1, 2, 3]
+    await store.reset_count("login-failures:x")
+    assert await store.incr("login-failures:x", 30) == 1
+    await store.reset_count("never-counted")  # no error
+
+
 async def test_unreachable_redis_is_a_clear_error():
     from gateway.store import StoreUnavailable
 

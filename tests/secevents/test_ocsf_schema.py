@@ -39,6 +39,15 @@ def key_event(accepted=True):
                                   instance="gw-a", product_version="0.1.0", now=time.time())
 
 
+def lock_event(locked=True):
+    account = {"sub": "alice", "email": "alice@example.com", "name": "Alice", "groups": ["staff"],
+               "client_ip": "203.0.113.7", "user_agent": "Mozilla/5.0"}
+    return ocsf.account_lock(event_id=ocsf.new_event_id(), account=account, locked=locked,
+                             reason="too many failed sign-ins" if locked else "unlocked by an administrator",
+                             by="ztgate" if locked else "admin-bob", instance="gw-a", product_version="0.1.0",
+                             now=time.time())
+
+
 EVENTS = {
     "terminate": lambda: finding("terminate"),
     "step_up": lambda: finding("step_up"),
@@ -49,6 +58,8 @@ EVENTS = {
     "policy_rejected": rejected,
     "key_registered": key_event,
     "key_refused": lambda: key_event(accepted=False),
+    "account_locked": lock_event,
+    "account_unlocked": lambda: lock_event(locked=False),
 }
 
 
