@@ -75,6 +75,12 @@ class CaptureHub:
         t = message.timestamp * 1000.0
         parser = state.capture
         result = parser.feed_client(data, t, filt) if message.from_client else parser.feed_server(data, t, filt)
+        if result.opaque and filt.active:
+            # unparseable under a restriction: nothing of it may pass (it could be held input or a blocked
+            # clipboard), nor anything after it until the cut below lands
+            message.drop()
+            self._after(state, result, filt)
+            return
         if result.forward is not data and result.forward != data:
             if not result.forward:
                 message.drop()
@@ -96,7 +102,9 @@ class CaptureHub:
         parser = state.capture
         data = message.content
         result = parser.feed_client(data, t, filt) if message.from_client else parser.feed_server(data, t, filt)
-        if result.forward != data:
+        if result.opaque and filt.active:
+            message.content = b""  # as for a WebSocket message: the stream is cut, and nothing unfiltered passes
+        elif result.forward != data:
             message.content = result.forward or b""
         self._after(state, result, filt)
 

@@ -126,6 +126,8 @@ def pointer_events(sink: EventSink, t: float, prev_mask: int, mask: int, x: floa
     WHEEL `value` is the vertical step (+1 down, -1 up, the sign of DOM deltaY); a horizontal step has value 0 and
     the wheel bit in `detail`.
     """
+    mask &= 0xFFFF  # button masks are small; a negative or huge one must not make the bit loop below endless
+    prev_mask &= 0xFFFF
     pressed = mask & ~prev_mask
     released = prev_mask & ~mask
     emitted = False

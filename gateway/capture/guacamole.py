@@ -37,10 +37,18 @@ class _Bad(Exception):
     """The stream is not (or no longer) well-formed Guacamole: stop parsing it."""
 
 
-def _int(text: str) -> int:
-    body = text[1:] if text[:1] == "-" else text
-    if not (body and body.isascii() and body.isdigit()):
+_MAX_DIGITS = 10  # guacd reads numbers with atoi (a C int): anything longer is not a number it would agree on
+
+
+def _int(text: str, *, signed: bool = True) -> int:
+    """A canonical decimal integer, as guacd would read it; anything else is garbage (the stream goes opaque).
+    Non-canonical forms ("+97", "01", " 1") are refused rather than guessed: the filter must judge an instruction
+    exactly as guacd will act on it."""
+    body = text[1:] if signed and text[:1] == "-" else text
+    if not (body and len(body) <= _MAX_DIGITS and body.isascii() and body.isdigit()):
         raise _Bad("non-numeric argument")
+    if len(body) > 1 and body[0] == "0":
+        raise _Bad("non-canonical number")
     return int(text)
 
 
@@ -159,8 +167,8 @@ class GuacamoleParser:
                     run_start = end
                     dropped += 1
                 pos = end
-        except _Bad as bad:
-            d.opaque, d.reason = True, str(bad)
+        except (_Bad, ValueError, OverflowError) as bad:  # the latter two: a number no parser step expected
+            d.opaque, d.reason = True, str(bad) if isinstance(bad, _Bad) else f"unreadable argument ({type(bad).__name__})"
             pieces.append(buf[run_start:])
             d.buf = ""
             pos = n
@@ -184,13 +192,13 @@ class GuacamoleParser:
         if op == "key":
             if len(e) < 3:
                 raise _Bad("key instruction without arguments")
-            pressed = e[2] == "1"
-            sink.add(t, Kind.KEY_DOWN if pressed else Kind.KEY_UP, key=from_keysym(_int(e[1])))
+            pressed = _int(e[2]) != 0  # guacd: atoi(pressed) != 0; "2" presses a key as "1" does
+            sink.add(t, Kind.KEY_DOWN if pressed else Kind.KEY_UP, key=from_keysym(_int(e[1], signed=False)))
             return not (filt.hold_input and pressed)
         if op == "mouse":
             if len(e) < 4:
                 raise _Bad("mouse instruction without arguments")
-            x, y, mask = _int(e[1]), _int(e[2]), _int(e[3])
+            x, y, mask = _int(e[1]), _int(e[2]), _int(e[3], signed=False)
             pointer_events(sink, t, self._mask_seen, mask, float(x), float(y))
             self._mask_seen = mask
             if filt.hold_input and not is_pure_release(self._mask_sent, mask):

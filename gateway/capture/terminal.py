@@ -142,7 +142,7 @@ class TerminalParser:
             return Result(sink.batch(), data, reply=nothing)
         try:
             text = self._input_text(data)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: JSON nested too deep
             self._client_opaque = f"malformed terminal input frame ({type(exc).__name__})"
             return Result(sink.batch(), data, opaque=True, reason=self._client_opaque, reply=nothing)
         if text is None:
@@ -183,7 +183,7 @@ class TerminalParser:
             return None
         try:
             message = json.loads(data)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             return None
         if not isinstance(message, dict) or message.get("type") != "output":
             return None

@@ -394,7 +394,7 @@ async def ws_terminal(websocket: WebSocket) -> None:
                 continue
             try:
                 frame = json.loads(text)
-            except ValueError:
+            except (ValueError, RecursionError):
                 await error("frame is not JSON; expected {\"type\":\"input\",\"data\":\"...\"}")
                 continue
             if not isinstance(frame, dict):

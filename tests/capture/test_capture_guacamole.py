@@ -132,6 +132,27 @@ def test_malformed_input_turns_the_direction_opaque(garbage):
     assert not p.feed_server(guac("sync", "1"), 3.0).opaque
 
 
+@pytest.mark.parametrize("instruction", [
+    guac("mouse", "1", "1", "-1"),  # a negative button mask once made the button loop endless (the gateway hung)
+    guac("mouse", "1" * 400, "1", "0"),  # float() overflow escaped the parser
+    guac("key", "9" * 5000, "1"),  # beyond int()'s digit limit (ValueError escaped the parser)
+    guac("key", "+97", "1"), guac("key", "097", "1"), guac("key", "97", "01"), guac("key", "97", " 1"),
+])
+def test_numbers_guacd_would_read_differently_are_garbage_not_a_crash(instruction):
+    # guacd reads numbers with atoi: a non-canonical number must not be judged one way here and acted on another
+    # way there, so it turns the direction opaque (and, under a restriction, the connection is cut)
+    r = GuacamoleParser().feed_client(guac("key", "104", "1") + instruction, 1.0, Filter(hold_input=True))
+    assert r.opaque and r.reason and len(r.events) == 1
+
+
+@pytest.mark.parametrize("pressed", ["1", "2", "-1", "4294967"])
+def test_any_nonzero_pressed_flag_is_a_press_as_guacd_reads_it(pressed):
+    r = GuacamoleParser().feed_client(guac("key", "97", pressed), 1.0, Filter(hold_input=True))
+    assert kinds(r) == [(Kind.KEY_DOWN, KeyClass.LEFT_HOME, 0)] and r.forward == "" and r.dropped == 1
+    r = GuacamoleParser().feed_client(guac("key", "97", "0"), 1.0, Filter(hold_input=True))
+    assert kinds(r) == [(Kind.KEY_UP, KeyClass.LEFT_HOME, 0)] and r.forward == guac("key", "97", "0")
+
+
 def test_opaque_passes_every_byte_through():
     p = GuacamoleParser()
     a = p.feed_client("3.key,3.", 1.0)

@@ -83,13 +83,20 @@ def test_ttyd_output():
     assert len(p.feed_server(b"1title", 100.0).events) == 0
 
 
-@pytest.mark.parametrize("frame", ["not json", "[1,2]", json.dumps({"type": "input", "data": 5})])
+@pytest.mark.parametrize("frame", ["not json", "[1,2]", json.dumps({"type": "input", "data": 5}),
+                                   "[" * 60_000])  # nested too deep for json: RecursionError escaped the parser
 def test_malformed_input_is_opaque(frame):
     p = TerminalParser("json")
     r = p.feed_client(frame, 1.0)
     assert r.opaque and r.reason and r.forward == frame
     r = p.feed_client(inp("a"), 2.0, Filter(hold_input=True))
     assert r.opaque and len(r.events) == 0 and r.forward == inp("a")
+
+
+def test_deeply_nested_server_frames_are_not_output():
+    p = TerminalParser("json")
+    r = p.feed_server("[" * 60_000, 1.0)
+    assert not r.opaque and len(r.events) == 0 and r.forward == "[" * 60_000
 
 
 def test_bad_dialect():

@@ -78,6 +78,7 @@ def env(tmp_path_factory):
     users = make_users(tmp / "users.yaml", [
         {"username": "guac-plain"}, {"username": "guac-restricted", "groups": ["rd-restricted"]},
         {"username": "guac-stepup"}, {"username": "guac-long"}, {"username": "term-user"},
+        {"username": "term-held"}, {"username": "guac-garbled"},
         {"username": "vnc-plain"}, {"username": "vnc-restricted", "groups": ["rd-restricted"]},
         {"username": "guac-reconnect", "groups": ["rd-restricted"]}])
     prefix = f"ztgate-test-rd-{uuid.uuid4().hex[:10]}:"
@@ -375,6 +376,28 @@ def test_guacamole_step_up_holds_input_until_totp_and_terminate_closes(env):
     client.close()
 
 
+def test_a_key_guacd_would_read_but_the_gateway_cannot_is_not_let_through_a_hold(env):
+    """`+97` is a key guacd reads with atoi; the gateway refuses to guess at it, so its stream goes opaque. Under a
+    step-up hold, that message used to be forwarded as it was (and guacd pressed the key); now nothing unparsed
+    passes and the connection is cut."""
+    _, sid, cookie = env.signed_in("guac-garbled")
+    label = uuid.uuid4().hex
+
+    async def session() -> None:
+        async with guac_connect(env, cookie, label) as ws:
+            async with GuacClient(ws) as guac:
+                await guac.type_keys([0x61])
+                await _until(lambda: env.guac_stats(label)["key_down"] == 1, "input before the step-up")
+                r = await asyncio.to_thread(env.gw.admin, "POST", f"/sessions/{sid}/step-up")
+                assert r.status_code == 200 and r.json()["state"] == "step_up_required"
+                await guac.send(instruction("key", "+98", "1"))
+                await asyncio.wait_for(guac.closed.wait(), 10)
+        await asyncio.sleep(0.3)
+        assert env.guac_stats(label)["key_down"] == 1
+
+    asyncio.run(session())
+
+
 def _totp_step_up(client: httpx.Client, user) -> None:
     page = client.get("/.ztgate/mfa", params={"next": "/guac/"}, headers={"Accept": "text/html"})
     csrf = re.search(r"name=csrf value='([^']+)'", page.text).group(1)
@@ -502,6 +525,40 @@ def test_terminal_keys_pastes_and_stimuli(env):
     # the banner (OUTPUT) answered by the first key, the echo of `x` (ECHO) answered by Backspace: both stimuli
     # reached the scorer as reactions
     assert relay["reactions"] >= 2
+    client.close()
+
+
+def test_an_unparseable_terminal_frame_under_a_hold_passes_nothing_and_is_cut(env):
+    """Under a step-up the gateway holds input. A frame it cannot parse could be input the terminal accepts, so it
+    must not pass, nor anything after it: before this was fixed both reached the shell, which echoed the second."""
+    client, sid, cookie = env.signed_in("term-held")
+    outputs: list[str] = []
+
+    async def session() -> bool:
+        async with websockets.connect(env.ws_url("/ws/terminal"), open_timeout=10,
+                                      additional_headers={"Cookie": f"ztgate_session={cookie}"}) as ws:
+            async def read() -> None:
+                async for message in ws:
+                    outputs.append(json.loads(message).get("data", ""))
+
+            reader = asyncio.create_task(read())
+            await _until_async(lambda: outputs, "the banner")
+            r = await asyncio.to_thread(env.gw.admin, "POST", f"/sessions/{sid}/step-up")
+            assert r.status_code == 200 and r.json()["state"] == "step_up_required"
+            await asyncio.sleep(0.3)
+            seen = len(outputs)
+            await ws.send("not json")  # not a frame the parser can read (the demo shell answers it with an error)
+            try:
+                await ws.send(json.dumps({"type": "input", "data": "held-canary"}))
+                await asyncio.wait_for(reader, 10)  # ends when the gateway cuts the connection
+            except (websockets.ConnectionClosed, asyncio.TimeoutError):
+                pass
+            cut = reader.done()
+            reader.cancel()
+            assert not any("held-canary" in o for o in outputs[seen:])
+            return cut
+
+    assert asyncio.run(session()), "the connection was not cut"
     client.close()
 
 
