@@ -63,7 +63,9 @@ class TotpVerifier:
         self.step = step
         self.valid_window = valid_window
         self.key_prefix = key_prefix
-        self._code_format = re.compile(rf"^\d{{{digits}}}$")
+        # [0-9], not \d: \d takes Arabic-Indic or full-width digits, which then crashed the comparison (a 500 that
+        # told a guesser the password was right)
+        self._code_format = re.compile(rf"^[0-9]{{{digits}}}$")
 
     async def verify(self, user_id: str, secret: str, code: str, now: float) -> bool:
         return await self.check(user_id, secret, code, now) is TotpOutcome.ACCEPTED

@@ -12,8 +12,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ..store import StoreUnavailable
-from .common import current_session, gateway, problem
+from .. import access
+from ..store import SessionState, StoreUnavailable
+from .common import client_ip, current_session, gateway, problem
 
 STEP_UP_METHODS = ("totp", "webauthn", "oidc")
 
@@ -32,11 +33,18 @@ async def admin_caller(request: Request) -> tuple[str | None, int]:
     if request.headers.get("authorization", "")[:7].lower() == "bearer ":
         return ("token", 200) if await is_admin_token(request) else (None, 401)
     record, _ = await current_session(request)
-    if record is None or record.terminated:
+    if record is None or record.terminated or gw.sessions.idle_expired(record):
         return None, 401
-    if set(record.groups) & set(gw.config.admin.groups):
-        return record.sub, 200
-    return None, 403
+    if not set(record.groups) & set(gw.config.admin.groups):
+        return None, 403
+    # Admin power goes only with a session in good standing, used by the client that signed in: a session asked
+    # to step up (or restricted) is one the gateway no longer trusts, and a cookie presented from another address
+    # or browser family may be a copy. The proxy sends such sessions to a step-up; here there is no second chance.
+    if record.state != SessionState.ACTIVE:
+        return None, 403
+    if access.client_change(record, client_ip(request), request.headers.get("user-agent", "")) is not None:
+        return None, 403
+    return record.sub, 200
 
 
 def admin_endpoint(handler):
@@ -44,7 +52,8 @@ def admin_endpoint(handler):
         who, status = await admin_caller(request)
         if who is None:
             return problem(status, "unauthorized" if status == 401 else "forbidden",
-                           "admin token or admin group required")
+                           "admin token, or a session of an admin group in good standing from the client that signed"
+                           " in, required")
         try:
             return await handler(request, who)
         except StoreUnavailable as exc:

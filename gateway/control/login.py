@@ -220,7 +220,12 @@ async def mfa_submit(request: Request) -> Response:
 
     if await webauthn.step_up_choice(gw, record) == "webauthn":
         return RedirectResponse(f"/.ztgate/mfa/webauthn?next={quote(next_url, safe='')}", status_code=303)
-    user = gw.directory.get(record.sub) if gw.directory is not None else None
+    if gw.directory is not None:
+        gw.directory = gw.directory.reload_if_changed()  # a rotated secret or a disabled account counts at once
+    user = gw.directory.get(record.sub) if gw.directory is not None and record.idp == "directory" else None
+    if user is not None and user.disabled:
+        await gw.enforcer.terminate(record.sid, "account disabled", by="directory")
+        return html(pages.terminated("account disabled"), 403)
     if user is None or not user.totp_secret:
         return await mfa_form(request, error="No one-time-code authenticator is enrolled for you.", status=400)
     outcome = await gw.totp.check(user.username, user.totp_secret, str(form.get("otp", "")).strip(), time.time())

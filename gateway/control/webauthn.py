@@ -50,7 +50,7 @@ from ..auth.attestation import Attestation, AttestationRefused, judge, still_all
 from ..auth.csrf import CsrfError
 from ..store import SessionState, StoreUnavailable
 from . import pages
-from .common import current_session, gateway, html, is_tls, pre_binding, problem, set_pre_cookie
+from .common import client_ip, current_session, gateway, html, is_tls, pre_binding, problem, set_pre_cookie
 
 if TYPE_CHECKING:
     from ..runtime import Gateway
@@ -299,6 +299,17 @@ def _fresh_csrf(gw: "Gateway", request: Request) -> str:
     return gw.csrf.issue("webauthn", request.cookies.get("ztgate_pre", "") or secrets.token_urlsafe(18))
 
 
+def _may_not_register(request: Request, record: "SessionRecord") -> Response | None:
+    """A new key outlives the session and answers later step-ups, so only a session in good standing, used by the
+    client that signed in, may add one: a copied cookie (another address or browser family) or a session the
+    gateway has asked to step up must not plant a key of its own."""
+    if record.state != SessionState.ACTIVE:
+        return problem(403, "session_not_active", "finish the step-up first")
+    if access.client_change(record, client_ip(request), request.headers.get("user-agent", "")) is not None:
+        return problem(403, "client_changed", "sign in again from this browser to manage security keys")
+    return None
+
+
 async def register_options(request: Request) -> Response:
     import webauthn
     from webauthn.helpers.structs import (AttestationConveyancePreference, AuthenticatorSelectionCriteria,
@@ -308,6 +319,8 @@ async def register_options(request: Request) -> Response:
     gw, record, body = await _begin(request)
     if isinstance(body, Response):
         return body
+    if (refused := _may_not_register(request, record)) is not None:
+        return refused
     if not is_fresh(record):
         return problem(403, "mfa_required", "confirm with your one-time code first",
                        mfa="/.ztgate/mfa?next=/.ztgate/mfa/webauthn/register")
@@ -346,6 +359,8 @@ async def register_verify(request: Request) -> Response:
     record, _ = await current_session(request)
     if record is None or record.terminated:
         return problem(401, "unauthenticated", "sign in first")
+    if (refused := _may_not_register(request, record)) is not None:
+        return refused
     if not is_fresh(record):
         return problem(403, "mfa_required", "confirm with your one-time code first")
     state = await _open_state(gw, str(body.get("state", "")), sid=record.sid, purpose="register")

@@ -107,3 +107,10 @@ def test_memory_guard_satisfies_the_protocol() -> None:
 def test_provisioning_uri(secret: str) -> None:
     uri = provisioning_uri(secret, "alice")
     assert uri.startswith("otpauth://totp/ztgate:alice?") and f"secret={secret}" in uri
+
+
+@pytest.mark.parametrize("code", ["١٢٣٤٥٦", "１２３４５６", "12345٦"])
+async def test_digits_of_other_scripts_are_malformed_not_a_crash(secret: str, code: str) -> None:
+    # \d took them, and the constant-time comparison then raised TypeError: a 500 only when the password was right
+    verifier = TotpVerifier(MemoryReplayGuard())
+    assert await verifier.check("alice", secret, code, NOW) is TotpOutcome.MALFORMED

@@ -105,3 +105,27 @@ def test_a_password_typed_as_the_user_name_is_kept_nowhere(env, redis_server_url
     sink = tmp / "events-gw.jsonl"
     assert not sink.exists() or needle not in sink.read_text().lower()
     assert gw.admin("DELETE", f"/locks/{unknown[0]['user']}").status_code == 200
+
+
+def test_a_disabled_account_cannot_pass_a_step_up(env):
+    """Disabling a user in the directory file takes effect at their next step-up: the session ends (the step-up
+    used the directory as the process last loaded it, and never looked at `disabled`)."""
+    import pyotp
+    import yaml
+
+    gw, users, tmp, _ = env
+    bob = users["bob"]
+    with httpx.Client(base_url=gw.url) as c:
+        assert login(c, bob).status_code == 303
+        sid = next(s["sid"] for s in gw.admin("GET", "/sessions").json()["sessions"] if s["sub"] == "bob")
+        assert gw.admin("POST", f"/sessions/{sid}/step-up").json()["state"] == "step_up_required"
+        path = tmp / "users.yaml"
+        doc = yaml.safe_load(path.read_text())
+        doc["users"]["bob"]["disabled"] = True
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        page = c.get("/.ztgate/mfa", params={"next": "/"}, headers={"Accept": "text/html"})
+        csrf = re.search(r"name=csrf value='([^']+)'", page.text).group(1)
+        code = pyotp.TOTP(bob.totp_secret).at(time.time() + 30)  # the sign-in spent this window's code
+        r = c.post("/.ztgate/mfa", data={"csrf": csrf, "next": "/", "otp": code})
+        assert r.status_code == 403
+    assert gw.admin("GET", f"/sessions/{sid}").json()["state"] == "terminated"

@@ -56,7 +56,8 @@ def env(tmp_path_factory, redis_server_url, vendor, certified):
     (tmp / "vendor.pem").write_bytes(vendor.pem)
     _mds_import(certified, tmp, no=1, listed=True)
     prefix = f"ztgate-test-{secrets.token_hex(5)}:"
-    users = make_users(tmp / "users.yaml", [{"username": "carol"}, {"username": "dave"}, {"username": "erin"}])
+    users = make_users(tmp / "users.yaml", [{"username": "carol"}, {"username": "dave"}, {"username": "erin"},
+                                                      {"username": "frank"}])
     port = free_port()
     with run_upstream(tmp, jwks_port=port) as upstream:
         cfg = gateway_config(port=port, upstream=upstream, tmp=tmp, users_file=tmp / "users.yaml",
@@ -125,6 +126,23 @@ def test_only_a_key_from_an_approved_maker_can_be_registered(env, vendor):
     assert {e["unmapped"]["ztgate"]["factor"]["format"] for e in events[:3]} == {"none", "packed"}
     assert events[3]["unmapped"]["ztgate"]["factor"]["attested_by"] == fingerprint(vendor.pem)
     assert all(e["severity"] == "Medium" for e in events[:3])
+
+
+def test_a_copied_cookie_cannot_plant_a_key(env, vendor):
+    """A key outlives the session and answers later step-ups: a thief holding a fresh session's cookies (all of
+    them, and the User-Agent) must not register one from another address. It could before this was fixed."""
+    gw, users, store, prefix, _, _ = env
+    agent = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"
+    with httpx.Client(base_url=gw.url, headers={"User-Agent": agent}) as c:
+        login(c, users["frank"])
+        page = c.get("/.ztgate/mfa/webauthn/register")
+        assert page.status_code == 200
+        csrf, cookies = _csrf(page), dict(c.cookies)
+    with httpx.Client(base_url=gw.url, cookies=cookies, headers={"User-Agent": agent},
+                      transport=httpx.HTTPTransport(local_address="127.0.0.2")) as thief:
+        refused = thief.post("/.ztgate/mfa/webauthn/register/options", json={"csrf": csrf})
+        assert refused.status_code == 403 and refused.json()["error"] == "client_changed", refused.text
+    assert store.get(f"{prefix}credentials:frank") is None
 
 
 def test_a_step_up_counts_only_keys_that_meet_the_policy_in_force(env, vendor):
