@@ -7,6 +7,7 @@ See deploy/examples/ztgate.yaml for a commented example of every field.
 from __future__ import annotations
 
 import difflib
+import math
 import socket
 import uuid
 from dataclasses import dataclass, field
@@ -243,6 +244,9 @@ class _Section:
         if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float)):
             names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
             raise ConfigError(self.path + (key,), f"expected {names}, got {_kind(value)}")
+        if isinstance(value, float) and not math.isfinite(value):
+            # YAML has .nan and .inf: NaN passes every `<= 0` check, and asyncio.sleep(nan) never returns
+            raise ConfigError(self.path + (key,), f"must be a finite number, got {value}")
         return value
 
     def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ztgate.enforce")
 
+MAX_LOCK_SECONDS = 366 * 24 * 3600.0  # longer than any lock an admin would lift by hand anyway
 _STATE_FOR = {"step_up": SessionState.STEP_UP_REQUIRED, "restrict": SessionState.RESTRICTED,
               "terminate": SessionState.TERMINATED}
 
@@ -37,9 +38,12 @@ class Enforcer:
             await self._report_shadow(record, d, assessment)
             return record
         target = _STATE_FOR[action]
-        if STATE_RANK[SessionState(record.state)] > STATE_RANK[target] or (
-            record.state == target and record.decision.get("rule_id") == d.get("rule_id")
-        ):
+        same_reason = record.state == target and record.decision.get("rule_id") == d.get("rule_id")
+        if same_reason and target == SessionState.RESTRICTED:
+            # the winning rule is unchanged, but another restrict rule may have joined it: its restrictions must
+            # still be added (the decision's params are merged over every firing restrict rule)
+            same_reason = _merge_restrictions(record.restrictions, d.get("params") or {}) == record.restrictions
+        if STATE_RANK[SessionState(record.state)] > STATE_RANK[target] or same_reason:
             return record  # already at least this strict, for this reason
         if target == SessionState.STEP_UP_REQUIRED and record.sid in self._grace:
             return record  # decided and reported once; the step-up takes effect when its grace period ends
@@ -62,6 +66,8 @@ class Enforcer:
                 lock_for = params.get("lock_user_for")
                 if lock_for:
                     seconds = lock_for if isinstance(lock_for, (int, float)) else parse_duration(str(lock_for))
+                    # a store refuses absurd expiries (Redis EX), and the lock would then never be applied
+                    seconds = min(float(seconds), MAX_LOCK_SECONDS)
                     await self.gw.store.lock_user(record.sub, time.time() + seconds, reason)
                     await self._terminate_user_sessions(record.sub, f"user locked: {reason}")
                     await self._report_lock(record, reason)

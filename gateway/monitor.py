@@ -57,6 +57,7 @@ class Monitor:
         self._live: dict[str, LiveSession] = {}
         self._pending: dict[str, list[np.ndarray]] = {}
         self._flushing: set[str] = set()
+        self._errors_logged: dict[str, float] = {}  # "policy/rule" -> when its last runtime error was logged
 
     # ------------------------------------------------------------------ session lifecycle
 
@@ -191,7 +192,7 @@ class Monitor:
         entry = self._live.get(record.sid)
         context = self.context(record, entry, request={"method": method, "path": path, "host": host,
                                                        "scheme": scheme, "content_type": content_type})
-        decision = self.gw.policies.current.evaluate(context, near_misses=False)
+        decision = self.evaluate_policies(context)
         if int(decision.action) == 0:
             return Outcome(Verdict.FORWARD)
         record = await self.gw.enforcer.apply(record, decision, entry.assessment if entry else None)
@@ -210,7 +211,7 @@ class Monitor:
         if entry is None or record is None or record.terminated:
             return
         context = self.context(record, entry)
-        decision = self.gw.policies.current.evaluate(context, near_misses=False)
+        decision = self.evaluate_policies(context)
         self.gw.telemetry.observe("ztgate_risk", context["risk"])
         if decision.shadow_decisions:
             for shadow in decision.shadow_decisions:
@@ -218,6 +219,20 @@ class Monitor:
         if int(decision.action) != 0:
             await self.gw.enforcer.apply(record, decision, entry.assessment)
         await self._persist(entry)
+
+    def evaluate_policies(self, context: dict) -> Any:
+        """The policies' decision. A rule whose condition fails at run time does not fire (documented fail-open):
+        the admin must hear of it, so each such rule is counted and logged (at most once a minute per rule)."""
+        decision = self.gw.policies.current.evaluate(context, near_misses=False)
+        if decision.errors:
+            now = time.monotonic()
+            for error in decision.errors:
+                rule = error.split(": ", 1)[0]
+                self.gw.telemetry.count("ztgate_policy_errors_total", rule=rule)
+                if now - self._errors_logged.get(rule, float("-inf")) >= 60.0:
+                    self._errors_logged[rule] = now
+                    log.warning("policy rule %s could not be evaluated and did not fire: %s", rule, error)
+        return decision
 
     def context(self, record: SessionRecord, entry: LiveSession | None, request: dict | None = None) -> dict:
         now = time.time()

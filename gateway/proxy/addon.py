@@ -226,7 +226,7 @@ class ZtgateAddon:
             "score": change["score"], "sufficient": True,
             "details": {k: v for k, v in change.items() if k != "score"},
             "evidence": {"keystrokes": 0, "seconds": 0.0, "samples": 1}}
-        decision = gw.policies.current.evaluate(context, near_misses=False)
+        decision = gw.monitor.evaluate_policies(context)
         for shadow in decision.shadow_decisions or ():
             await gw.enforcer.apply(record, shadow, None)
         if int(decision.action) == 0:

@@ -64,6 +64,8 @@ def test_good_config_parses_and_routes():
     ("routes: [{name: a, upstream: 'http://x:1'}]\nidentity:\n  lockout:\n    totp_max_attempts: 0\n", 4,
      "must be positive"),
     ("routes: [{name: a, upstream: 'http://x:1'}]\nidentity:\n  lockout: {windw: 60}\n", 3, "did you mean 'window'"),
+    ("routes: [{name: a, upstream: 'http://x:1'}]\npolicies: {reload_interval: .nan}\n", 2, "finite number"),
+    ("routes: [{name: a, upstream: 'http://x:1'}]\nshutdown_grace: .inf\n", 2, "finite number"),
 ])
 def test_bad_config_names_file_and_line(text, line, fragment):
     with pytest.raises(ConfigInvalid) as info:
