@@ -1,5 +1,7 @@
-"""Decisions as the gateway applies them. A second restrict rule that starts firing while the first still wins adds its restrictions: the enforcer used to
-see the same winning rule and skip the update (the clipboard stayed open). Real policies, real Gateway, memory store."""
+"""Decisions as the gateway applies them, with real policies and a real Gateway on the memory store.
+
+A second restrict rule that starts firing while the first still wins adds its restrictions (the enforcer used to see
+the same winning rule and skip the update: the clipboard stayed open). A rule that fails at run time is reported."""
 
 from __future__ import annotations
 
