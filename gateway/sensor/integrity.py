@@ -69,6 +69,9 @@ class IntegrityConfig:
             raise ValueError("IntegrityConfig.seq_window must be <= 1024")
 
 
+MAX_GAP = 1_000_000  # missing batches counted for one jump: far more than any real outage, small enough to add up
+
+
 class _SeqWindow:
     """Anti-replay window (as in IPsec): the highest sequence number and a bitmap of the ones just below it."""
 
@@ -83,9 +86,10 @@ class _SeqWindow:
         """("new", newly missing count) | ("late", -1 filled gap) | ("replay", 0)."""
         if seq > self.highest:
             shift = seq - self.highest
-            self.mask = ((self.mask << shift) | 1) & ((1 << self.size) - 1)
+            # a forged jump (s up to 2**53) must not build a shift-sized integer: that took seconds and gigabytes
+            self.mask = 1 if shift >= self.size else ((self.mask << shift) | 1) & ((1 << self.size) - 1)
             self.highest = seq
-            return "new", shift - 1
+            return "new", min(shift - 1, MAX_GAP)
         offset = self.highest - seq
         if offset >= self.size or (self.mask >> offset) & 1:
             return "replay", 0

@@ -170,6 +170,8 @@ def _parse(message: bytes | str, limits: Limits) -> dict:
         raise SensorProtocolError("not_utf8", f"message is not UTF-8 ({exc.reason} at byte {exc.start})") from None
     except json.JSONDecodeError as exc:
         raise SensorProtocolError("not_json", f"message is not JSON ({exc.msg} at {exc.pos})") from None
+    except ValueError:  # an integer literal past Python's digit limit (not a JSONDecodeError)
+        raise SensorProtocolError("not_json", "message has a number too long to read") from None
     except RecursionError:
         raise SensorProtocolError("not_json", "message nests too deeply") from None
     if not isinstance(data, dict):

@@ -150,14 +150,25 @@
     target.addEventListener(type, handler, { capture: !!capture, passive: true });
   }
 
-  // Keys: class and time only. Inside password fields only the class of Enter/Backspace/Tab survives.
+  // Keys: class and time only. Inside secret fields only the class of Enter/Backspace/Tab survives.
+  // e.target is retargeted to the shadow host for fields inside web components: the key's real target is the first
+  // node of its composed path. A closed shadow root hides even that, so a custom element that is itself the target
+  // may hold a password field: it is treated as one. A field counts as secret by its type, or by an autocomplete
+  // hint a "show password" toggle leaves in place (current-password, new-password, one-time-code).
+  function secret(e) {
+    var path = e.composedPath ? e.composedPath() : [];
+    var el = path.length ? path[0] : e.target;
+    if (!el || !el.tagName) return false;
+    if (el.type === "password") return true;
+    if (/password|one-time-code/.test(el.autocomplete || "")) return true;
+    return el.tagName.indexOf("-") > 0 && !el.shadowRoot;
+  }
   function onKey(kind) {
     return function (e) {
       if (!e.isTrusted) return void untrusted++;
       if (e.repeat) return; // autorepeat is the machine, not the person
       var cls = keyClass(e.code || "");
-      var target = e.target;
-      if (target && target.type === "password" && cls !== 8 && cls !== 9 && cls !== 14) cls = 0;
+      if (cls !== 8 && cls !== 9 && cls !== 14 && secret(e)) cls = 0;
       push([kind, stamp(e), cls]);
     };
   }

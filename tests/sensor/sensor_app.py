@@ -47,6 +47,30 @@ document.getElementById("go").addEventListener("click", function () {
 document.getElementById("alert").addEventListener("click", function () { alert("hello"); });
 </script></body></html>"""
 
+# Secret fields the sensor cannot see by e.target alone: inside an open shadow root (e.target is the host), inside a
+# closed one (even the composed path stops at the host), and a password shown as text by a "show password" toggle.
+SECRETS_PAGE = """<!doctype html><html><head><title>secrets</title></head><body>
+<open-field id="open-pw"></open-field> <open-field id="open-text" data-type="text"></open-field>
+<closed-field id="closed-pw"></closed-field>
+<input id="shown" type="text" autocomplete="current-password">
+<script>
+customElements.define("open-field", class extends HTMLElement {
+  connectedCallback() {
+    const input = document.createElement("input");
+    input.type = this.dataset.type || "password";
+    this.attachShadow({mode: "open"}).appendChild(input);
+  }
+});
+customElements.define("closed-field", class extends HTMLElement {
+  connectedCallback() {
+    const input = document.createElement("input");
+    input.type = "password";
+    this.attachShadow({mode: "closed"}).appendChild(input);
+    this.inner = input;
+  }
+});
+</script></body></html>"""
+
 
 @dataclass
 class Received:
@@ -123,6 +147,9 @@ def build_app(recorder: Recorder) -> Starlette:
     async def spa(request):
         return page(request, SPA_PAGE)
 
+    async def secrets_page(request):
+        return page(request, SECRETS_PAGE)
+
     async def sensor_js(request):
         return Response(SENSOR_MIN_JS.read_bytes(), media_type="text/javascript")
 
@@ -180,6 +207,7 @@ def build_app(recorder: Recorder) -> Starlette:
             Route("/csp", csp),
             Route("/csp-unmodified", csp_unmodified),
             Route("/spa", spa),
+            Route("/secrets", secrets_page),
             Route("/reconnect", reconnect),
             Route("/.ztgate/sensor.js", sensor_js),
             Route("/.ztgate/sensor/beacon", beacon, methods=["POST"]),

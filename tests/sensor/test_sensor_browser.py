@@ -143,6 +143,26 @@ def test_strict_csp_page_runs_its_own_script_and_the_sensor(context, recorder, b
     assert any(m.channel == "ws" for m in recorder.snapshot() if m.page_id in pid)
 
 
+def test_secret_fields_in_web_components_and_shown_passwords_give_no_key_classes(context, recorder, base_url):
+    # e.target is the shadow host for a field inside a web component: the sensor once sent those keys' classes
+    page = context.new_page()
+    page.goto(f"{base_url}/secrets")
+    pid = wait_for(lambda: page_ids_for(recorder, "/secrets"), what="page served")
+    wait_for(lambda: events_of(recorder, pid, Kind.STIMULUS), what="page-ready mark")
+    page.locator("#open-pw input").focus()  # pierces the open shadow root
+    page.keyboard.type("qaz", delay=30)
+    page.locator("#open-text input").focus()
+    page.keyboard.type("qaz", delay=30)
+    page.evaluate("document.getElementById('closed-pw').inner.focus()")
+    page.keyboard.type("qaz", delay=30)
+    page.focus("#shown")
+    page.keyboard.type("qaz", delay=30)
+    wait_for(lambda: len(events_of(recorder, pid, Kind.KEY_UP)) >= 12, what="key events")
+    classes = [int(e["key"]) for e in events_of(recorder, pid, Kind.KEY_DOWN)]
+    letters = [int(from_js_code(c)) for c in ("KeyQ", "KeyA", "KeyZ")]
+    assert classes == [0, 0, 0] + letters + [0, 0, 0] + [0, 0, 0], classes
+
+
 def test_unmodified_strict_csp_would_block_the_sensor(context, recorder, base_url):
     # the negative control: the policy is real, and it is csp_with_nonce that lets the sensor in
     page = context.new_page()

@@ -125,6 +125,18 @@ def test_sequence_replays_gaps_and_reordering():
     assert integ.signal(T0).details["seq_replays"] == 2
 
 
+def test_a_forged_sequence_jump_costs_nothing_and_still_counts_as_a_gap():
+    # s may be up to 2**53: the window once shifted its bitmap by the jump (seconds and gigabytes for 2**31)
+    integ = SensorIntegrity()
+    integ.page_served("p1", T0)
+    integ.batch("p1", 1, no_events(), T0, time_origin=S0)
+    integ.batch("p1", 2**53 - 1, no_events(), T0, time_origin=S0)
+    s = integ.signal(T0)
+    assert s.details["seq_gaps"] == 1_000_000 and s.score > 0
+    integ.batch("p1", 2**53 - 3, no_events(), T0, time_origin=S0)  # just below the new highest: late, not lost
+    assert integ.signal(T0).details["seq_late"] == 1
+
+
 def test_same_page_reloaded_from_cache_is_not_a_replay():
     integ = SensorIntegrity()
     integ.batch("p1", 1, no_events(), T0, time_origin=S0)

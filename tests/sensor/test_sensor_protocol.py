@@ -98,6 +98,7 @@ def test_empty_batch_is_fine():
         ('{"pong":-1,"t":1}', "bad_value"),
         ('{"pong":1,"t":1,"extra":1}', "bad_shape"),
         ("[" * 32000 + "]" * 32000, "not_json"),
+        ('{"v":1,"s":1,"o":1.7e12,"e":[],"d":' + "9" * 4301 + "}", "not_json"),  # past int()'s digit limit
     ],
 )
 def test_garbage_is_refused_with_a_reason(message, reason):
