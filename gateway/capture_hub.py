@@ -28,14 +28,16 @@ class CaptureHub:
     def __init__(self, gw: "Gateway") -> None:
         self.gw = gw
 
-    def open(self, route: "Route", sid: str, request: Any) -> Any:
+    def open(self, route: "Route", sid: str, subprotocol: str | None) -> Any:
+        """A parser for a new stream. `subprotocol` is the WebSocket subprotocol the upstream chose in its
+        handshake answer: what it speaks, not what the client offered (a client that offered `tty` to a JSON
+        terminal once made every input frame look like "not input", so no hold could drop it)."""
         if route.kind == "guacamole":
             return GuacamoleParser()
         if route.kind in ("novnc", "vnc"):
             return RfbParser()
         if route.kind == "terminal":
-            protocols = request.headers.get("sec-websocket-protocol", "") if request is not None else ""
-            return TerminalParser(dialect="ttyd" if "tty" in protocols else "json")
+            return TerminalParser(dialect="ttyd" if (subprotocol or "").strip().lower() == "tty" else "json")
         return None
 
     def filter_for(self, sid: str) -> Filter:

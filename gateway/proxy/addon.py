@@ -319,7 +319,8 @@ class ZtgateAddon:
     async def websocket_start(self, flow: http.HTTPFlow) -> None:
         state: FlowState | None = flow.metadata.get("ztgate")
         if state is not None:
-            state.capture = self.gw.capture.open(state.route, state.sid, flow.request)
+            chosen = flow.response.headers.get("sec-websocket-protocol") if flow.response is not None else None
+            state.capture = self.gw.capture.open(state.route, state.sid, chosen)
 
     async def websocket_message(self, flow: http.HTTPFlow) -> None:
         assert flow.websocket is not None

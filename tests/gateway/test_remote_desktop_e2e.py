@@ -79,6 +79,7 @@ def env(tmp_path_factory):
         {"username": "guac-plain"}, {"username": "guac-restricted", "groups": ["rd-restricted"]},
         {"username": "guac-stepup"}, {"username": "guac-long"}, {"username": "term-user"},
         {"username": "term-held"}, {"username": "guac-garbled"},
+        {"username": "term-tty"},
         {"username": "vnc-plain"}, {"username": "vnc-restricted", "groups": ["rd-restricted"]},
         {"username": "guac-reconnect", "groups": ["rd-restricted"]}])
     prefix = f"ztgate-test-rd-{uuid.uuid4().hex[:10]}:"
@@ -559,6 +560,35 @@ def test_an_unparseable_terminal_frame_under_a_hold_passes_nothing_and_is_cut(en
             return cut
 
     assert asyncio.run(session()), "the connection was not cut"
+    client.close()
+
+
+def test_the_terminal_dialect_is_what_the_upstream_chose_not_what_the_client_offered(env):
+    """A client that offers the ttyd subprotocol to a JSON terminal made the gateway read its input frames as
+    ttyd's, find none, and forward them all through a step-up hold."""
+    client, sid, cookie = env.signed_in("term-tty")
+    outputs: list[str] = []
+
+    async def session() -> None:
+        async with websockets.connect(env.ws_url("/ws/terminal"), open_timeout=10, subprotocols=["tty"],
+                                      additional_headers={"Cookie": f"ztgate_session={cookie}"}) as ws:
+            assert ws.subprotocol is None  # the demo terminal speaks JSON and chose no subprotocol
+
+            async def read() -> None:
+                async for message in ws:
+                    outputs.append(json.loads(message).get("data", ""))
+
+            reader = asyncio.create_task(read())
+            await _until_async(lambda: outputs, "the banner")
+            r = await asyncio.to_thread(env.gw.admin, "POST", f"/sessions/{sid}/step-up")
+            assert r.status_code == 200 and r.json()["state"] == "step_up_required"
+            await asyncio.sleep(0.3)
+            await ws.send(json.dumps({"type": "input", "data": "tty-canary"}))
+            await asyncio.sleep(1.0)
+            reader.cancel()
+            assert not any("tty-canary" in o for o in outputs)
+
+    asyncio.run(session())
     client.close()
 
 
