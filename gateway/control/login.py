@@ -34,7 +34,7 @@ def _login_page(request: Request, *, error: str = "", status: int = 200) -> Resp
     response = html(pages.login(next_url=next_url, csrf=gw.csrf.issue("login", binding), error=error,
                                 providers=providers, directory=gw.directory is not None), status)
     if fresh:
-        set_pre_cookie(response, binding, is_tls(request))
+        set_pre_cookie(response, binding, gw.cookie_secure(is_tls(request)))
     return response
 
 
@@ -153,7 +153,7 @@ async def logout(request: Request) -> Response:
                           "<button type=submit>Sign out</button></form>")
         response = html(body)
         if fresh:
-            set_pre_cookie(response, binding, is_tls(request))
+            set_pre_cookie(response, binding, gw.cookie_secure(is_tls(request)))
         return response
     form = await request.form()
     try:
@@ -167,7 +167,8 @@ async def logout(request: Request) -> Response:
         if gw.events is not None:
             await gw.events.emit_logoff(record.to_dict(), "signed out")
     response = RedirectResponse("/.ztgate/login", status_code=303)
-    response.headers.append("Set-Cookie", access.clear_cookie(gw.config.session.cookie_name, is_tls(request)))
+    response.headers.append("Set-Cookie", access.clear_cookie(gw.config.session.cookie_name,
+                                                                  gw.cookie_secure(is_tls(request))))
     return response
 
 
@@ -198,7 +199,7 @@ async def mfa_form(request: Request, *, error: str = "", status: int = 200) -> R
                               webauthn=choice == "any" and await webauthn.has_credentials(gw, record.sub)),
                     status)
     if fresh:
-        set_pre_cookie(response, binding, is_tls(request))
+        set_pre_cookie(response, binding, gw.cookie_secure(is_tls(request)))
     return response
 
 
@@ -311,7 +312,7 @@ async def oidc_start(request: Request) -> Response:
                               "exp": time.time() + 600})
     response = RedirectResponse(url, status_code=303)
     response.set_cookie(_STATE_COOKIE, cookie, max_age=600, path="/.ztgate/", httponly=True, samesite="lax",
-                        secure=is_tls(request))
+                        secure=gw.cookie_secure(is_tls(request)))
     return response
 
 
@@ -335,7 +336,7 @@ async def oidc_callback(request: Request) -> Response:
         if record is not None and record.sub == identity.sub and not record.terminated:
             record = await complete_step_up(request, record, method="oidc", acr=identity.acr or "mfa")
             response = _with_session(request, record, next_url)
-            response.delete_cookie(_STATE_COOKIE, path="/.ztgate/")
+            response.delete_cookie(_STATE_COOKIE, path="/.ztgate/", secure=gw.cookie_secure(is_tls(request)))
             return response
     try:
         lock = await gw.lockouts.lock_of(identity.sub)
@@ -351,5 +352,5 @@ async def oidc_callback(request: Request) -> Response:
         return _store_down()
     gw.telemetry.count("ztgate_logins_total", idp="oidc")
     response = _with_session(request, record, next_url)
-    response.delete_cookie(_STATE_COOKIE, path="/.ztgate/")
+    response.delete_cookie(_STATE_COOKIE, path="/.ztgate/", secure=gw.cookie_secure(is_tls(request)))
     return response

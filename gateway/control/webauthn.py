@@ -267,7 +267,7 @@ async def register_page(request: Request) -> Response:
     response = HTMLResponse(body, headers={"Cache-Control": "no-store", "Content-Security-Policy": _CSP,
                                            "X-Frame-Options": "DENY"})
     if fresh_cookie:
-        set_pre_cookie(response, binding, is_tls(request))
+        set_pre_cookie(response, binding, gw.cookie_secure(is_tls(request)))
     return response
 
 
@@ -436,7 +436,7 @@ async def authenticate_page(request: Request) -> Response:
     response = HTMLResponse(body, headers={"Cache-Control": "no-store", "Content-Security-Policy": _CSP,
                                            "X-Frame-Options": "DENY"})
     if fresh_cookie:
-        set_pre_cookie(response, binding, is_tls(request))
+        set_pre_cookie(response, binding, gw.cookie_secure(is_tls(request)))
     return response
 
 

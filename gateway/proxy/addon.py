@@ -270,7 +270,7 @@ class ZtgateAddon:
 
     def _answer(self, flow: http.HTTPFlow, outcome: Outcome, browser: bool, path: str, scheme: str) -> None:
         a = access.answer(outcome, browser=browser, path=path, cookie_name=self.gw.config.session.cookie_name,
-                          secure=scheme == "https")
+                          secure=self.gw.cookie_secure(scheme == "https"))
         flow.response = http.Response.make(a.status, a.body, a.headers)
         flow.metadata["ztgate_verdict"] = str(outcome.verdict)  # for telemetry
         self.gw.telemetry.count("ztgate_requests_refused_total", verdict=str(outcome.verdict))
