@@ -6,6 +6,7 @@ Every error is a ConfigError whose path is relative to the section, e.g. ("sinks
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -158,9 +159,23 @@ class _Reader:
                 raise ConfigError(self.path + (key,), f"expected a number, got {self.data[key]!r}") from None
         if isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not isinstance(v, int)):
             raise ConfigError(self.path + (key,), f"expected {'an integer' if integer else 'a number'}, got {_kind(v)}")
+        if not integer:
+            v = self._finite(key, v)
         if minimum is not None and v < minimum:
             raise ConfigError(self.path + (key,), f"must be at least {minimum}, got {v}")
         return int(v) if integer else float(v)
+
+    def _finite(self, key: str, v: int | float) -> float:
+        # NaN passes every `<` check and infinity every minimum; either would reach a timeout or a backoff
+        # (a NaN backoff sleeps forever), so both are refused here
+        try:
+            f = float(v)
+        except OverflowError:
+            raise ConfigError(self.path + (key,), "is too large") from None
+        if not math.isfinite(f):
+            raise ConfigError(self.path + (key,), f"expected a finite number, got {self.data[key]!r}",
+                              "NaN and infinity are not durations or sizes; give a plain number")
+        return f
 
     def boolean(self, key: str, default: bool) -> bool:
         if key not in self.data or self.data[key] is None:

@@ -23,12 +23,14 @@ LEASE_TTL = 15.0
 PERSIST_EVERY = 0.2      # seconds: cursor writes are batched; a crash redelivers at most this much (same ids)
 BACKLOG_EVERY = 1.0
 READ_BATCH = 200
+MAX_DOUBLINGS = 64       # backoff: past this many doublings of min_backoff, max_backoff has long been reached
 
 
 def backoff_delay(attempt: int, min_backoff: float, max_backoff: float, rand: float, *,
                   retry_after: float | None = None, slow: bool = False) -> float:
     """Delay before retry number `attempt` (1-based): exponential, capped, with jitter in [50 %, 100 %]."""
-    base = max_backoff if slow else min(max_backoff, min_backoff * 2 ** (attempt - 1))
+    # the exponent is capped: 2 ** 1024 no longer fits a float, and a sink down for days reaches such attempts
+    base = max_backoff if slow else min(max_backoff, min_backoff * 2.0 ** min(max(attempt - 1, 0), MAX_DOUBLINGS))
     delay = base * (0.5 + 0.5 * rand)
     if retry_after is not None:
         delay = max(delay, min(retry_after, max_backoff))
@@ -77,6 +79,7 @@ class SinkWorker:
         self._dirty = False
         self._persisted_at = 0.0
         self._backlog_at = 0.0
+        self._lease_at = 0.0     # monotonic time the lease was last taken or extended
 
     def stop(self) -> None:
         self._stop.set()
@@ -120,12 +123,37 @@ class SinkWorker:
             count, oldest = await self.outbox.backlog(self.status.cursor, cap=10_000)
             self.status.backlog, self.status.oldest_pending_ms = count, oldest
 
+    async def _renew_lease(self) -> bool:
+        """Extends this worker's lease before each delivery attempt: an attempt is only made while the lease is ours
+        for another LEASE_TTL, so a slow sink cannot let it lapse mid-batch and a second replica deliver alongside."""
+        if await self.outbox.renew_lease(self.sink.name, self.owner, LEASE_TTL):
+            self._lease_at = time.monotonic()
+            return True
+        log.warning("sink %s: delivery lease lost (it lapsed, and another instance may hold it); stopping delivery "
+                    "here and re-reading the cursor once the lease is ours again", self.sink.name)
+        return False
+
+    async def _backoff(self, delay: float) -> bool:
+        """Waits out a retry delay while keeping the lease (False: lost). A backoff may be far longer than the lease;
+        letting it lapse would hand the failing record to another replica for nothing, and reload the cursor."""
+        deadline = time.monotonic() + delay
+        while not self._stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return True
+            await self._sleep(min(left, LEASE_TTL / 3))
+            if not self._stop.is_set() and not await self._renew_lease():
+                return False
+        return True
+
     async def _deliver(self, rec: Record) -> bool:
-        """Deliver one record, retrying until it is delivered (True) or the worker stops (False)."""
+        """Deliver one record, retrying until it is delivered (True), the worker stops or the lease is lost (False)."""
         s = self.status
         s.oldest_pending_ms = rec.enqueued_ms
         attempt = 0
         while not self._stop.is_set():
+            if not await self._renew_lease():
+                return False
             try:
                 await self.sink.deliver(rec)
             except DeliveryError as err:
@@ -143,8 +171,7 @@ class SinkWorker:
                 s.next_attempt_at = self.clock() + delay
                 self._dirty = True
                 await self._persist()
-                await self._sleep(delay)
-                if not await self.outbox.acquire_lease(self.sink.name, self.owner, LEASE_TTL):
+                if not await self._backoff(delay):
                     return False
                 continue
             except Exception as err:  # a bug in a sink must not kill delivery: treat it as a failure
@@ -152,7 +179,9 @@ class SinkWorker:
                 attempt += 1
                 s.failures += 1
                 s.last_error, s.last_error_at = f"{type(err).__name__}: {err}", self.clock()
-                await self._sleep(backoff_delay(attempt, self.min_backoff, self.max_backoff, self.rng.random()))
+                if not await self._backoff(backoff_delay(attempt, self.min_backoff, self.max_backoff,
+                                                         self.rng.random())):
+                    return False
                 continue
             if attempt:
                 log.info("sink %s: delivered event %s after %d failed attempts", self.sink.name, rec.id, attempt)
@@ -181,12 +210,11 @@ class SinkWorker:
                     await self._load()
                     reader = self.outbox.reader(s.cursor)
                     await self._refresh_backlog(force=True)
-                    last_lease = time.monotonic()
+                    self._lease_at = time.monotonic()
                     while not self._stop.is_set():
-                        if time.monotonic() - last_lease > LEASE_TTL / 3:
-                            if not await self.outbox.acquire_lease(self.sink.name, self.owner, LEASE_TTL):
-                                break
-                            last_lease = time.monotonic()
+                        # keeps the lease while idle (deliveries renew it themselves)
+                        if time.monotonic() - self._lease_at > LEASE_TTL / 3 and not await self._renew_lease():
+                            break
                         records = await reader.read(READ_BATCH, timeout=1.0)
                         if not records:
                             await self._persist(force=self._dirty)
@@ -212,6 +240,8 @@ class SinkWorker:
         finally:
             s.state = "stopped"
             with contextlib.suppress(Exception):
-                await self._persist(force=True)
+                # only while the lease is still ours: a replica that lost it would move back the holder's cursor
+                if await self.outbox.renew_lease(self.sink.name, self.owner, LEASE_TTL):
+                    await self._persist(force=True)
             with contextlib.suppress(Exception):
                 await self.outbox.release_lease(self.sink.name, self.owner)

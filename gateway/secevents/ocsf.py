@@ -354,12 +354,28 @@ def account_lock(*, event_id: str, account: dict, locked: bool, reason: str, by:
     return event
 
 
+# A refused policy change carries its diagnostics three times; a generated file can have thousands of them, and a
+# record must stay far below the outbox's record limit. The first ones say what is wrong; the rest are counted.
+MAX_DIAGNOSTICS = 50
+MAX_DIAGNOSTIC_CHARS = 500
+
+
+def _capped_diagnostics(diagnostics: list[Any]) -> tuple[list[str], int]:
+    """The first MAX_DIAGNOSTICS diagnostics, each cut to MAX_DIAGNOSTIC_CHARS, and how many more there were."""
+    kept = []
+    for d in diagnostics[:MAX_DIAGNOSTICS]:
+        text = str(d)
+        kept.append(text if len(text) <= MAX_DIAGNOSTIC_CHARS else text[:MAX_DIAGNOSTIC_CHARS - 1] + "…")
+    return kept, max(0, len(diagnostics) - MAX_DIAGNOSTICS)
+
+
 def policy_rejected(*, event_id: str, directory: str, diagnostics: list[str], instance: str,
                     product_version: str, now: float) -> dict:
     """A refused (invalid) policy change, as a Detection Finding: the control rejected the change."""
     now_ms = int(now * 1000)
-    diags = [str(d) for d in diagnostics]
+    diags, omitted = _capped_diagnostics(list(diagnostics))
     title = "Invalid policy change refused"
+    desc = "; ".join(diags) + (f"; ... and {omitted} more" if omitted else "")
     return {
         **_classified(2004, 1, "Create", 3, now_ms),
         "message": f"{title} in {directory}: {diags[0] if diags else 'invalid'}",
@@ -369,11 +385,13 @@ def policy_rejected(*, event_id: str, directory: str, diagnostics: list[str], in
         "is_alert": True,
         "metadata": _metadata(event_id, str(uuid.uuid5(CORRELATION_NS, f"policies:{directory}")), product_version,
                               instance, now_ms, ["security_control"]),
-        "finding_info": {"uid": event_id, "title": title, "desc": "; ".join(diags) or title,
+        "finding_info": {"uid": event_id, "title": title, "desc": desc or title,
                          "types": ["ztgate/policy_rejected"], "created_time": now_ms,
                          "analytic": {"name": "policy-validation", "uid": "ztgate.policy.validation", "type_id": 1,
                                       "type": "Rule"}},
         "policy": {"name": directory, "uid": directory, "desc": title},
-        "evidences": [{"name": "policy_change", "data": {"directory": directory, "diagnostics": diags}}],
-        "unmapped": {"ztgate": {"instance": instance, "directory": directory, "diagnostics": diags}},
+        "evidences": [{"name": "policy_change", "data": {"directory": directory, "diagnostics": diags,
+                                                          "diagnostics_omitted": omitted}}],
+        "unmapped": {"ztgate": {"instance": instance, "directory": directory, "diagnostics": diags,
+                                "diagnostics_omitted": omitted}},
     }

@@ -28,6 +28,11 @@ log = logging.getLogger("ztgate.events")
 
 SEGMENT_PREFIX = "seg-"
 SEGMENT_SUFFIX = ".jsonl"
+# The largest record the file outbox writes or reads. A record is one line; the reader buffers one line at a time, so
+# this bounds its memory. Events are far smaller (their builders cap what they carry); a larger one is refused.
+MAX_RECORD_BYTES = 16 * 1024 * 1024
+READ_CHUNK = 1 << 20
+RECORD_FRAMING = 32  # what the writer adds to an encoded envelope: the seq field and the newline
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +71,7 @@ class Outbox(Protocol):
     async def load_state(self, sink: str) -> dict | None: ...
     async def save_state(self, sink: str, state: dict) -> None: ...
     async def acquire_lease(self, sink: str, owner: str, ttl: float) -> bool: ...
+    async def renew_lease(self, sink: str, owner: str, ttl: float) -> bool: ...
     async def release_lease(self, sink: str, owner: str) -> None: ...
     async def compact(self, min_pos: str | None) -> None: ...
     async def tail(self, n: int) -> list[Record]: ...
@@ -121,6 +127,8 @@ class FileOutbox:
         self._changed = asyncio.Event()
         self._writer: asyncio.Task | None = None
         self._closed = False
+        self.corrupt_records = 0  # lines readers passed over because they are not records: see report_corrupt
+        self._corrupt_seen: set[tuple[str, int]] = set()
 
     # -- recovery: a torn last line (crash mid-write, never acknowledged) is cut off
     def _recover(self) -> int:
@@ -215,8 +223,12 @@ class FileOutbox:
             raise OutboxUnavailable("outbox is closed")
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_loop(), name="ztgate-outbox-writer")
+        data = _encode(envelope)
+        if len(data) + RECORD_FRAMING > MAX_RECORD_BYTES:  # refused here, where the caller hears of it
+            raise OutboxUnavailable(f"event {envelope.get('id')} is {len(data)} bytes, over the outbox's "
+                                    f"{MAX_RECORD_BYTES}-byte record limit")
         fut = asyncio.get_running_loop().create_future()
-        self._pending.append((_encode(envelope), fut))
+        self._pending.append((data, fut))
         self._wake.set()
         return await fut
 
@@ -265,6 +277,9 @@ class FileOutbox:
     async def acquire_lease(self, sink: str, owner: str, ttl: float) -> bool:
         return True  # the directory lock already makes this process the only deliverer
 
+    async def renew_lease(self, sink: str, owner: str, ttl: float) -> bool:
+        return True
+
     async def release_lease(self, sink: str, owner: str) -> None:
         return None
 
@@ -288,6 +303,17 @@ class FileOutbox:
             if len(out) >= n:
                 break
         return out[-n:] if n else []
+
+    def report_corrupt(self, path: Path, offset: int, size: int, why: str) -> None:
+        """A line readers pass over: logged as an error and counted once per place, however many readers (and
+        backlog probes) meet it, so that a lost record is never silent."""
+        where = (path.name, offset)
+        if where in self._corrupt_seen:
+            return
+        self._corrupt_seen.add(where)
+        self.corrupt_records += 1
+        log.error("events outbox: %s at byte %d (%d bytes) is not a deliverable record (%s); it is skipped and "
+                  "the records after it are delivered", path, offset, size, why)
 
     def refresh(self) -> None:
         """Read-only users (the CLI) pick up what the gateway appended since."""
@@ -317,12 +343,40 @@ def _parse_line(line: bytes) -> Record | None:
     try:
         env = json.loads(line)
         return Record.from_envelope(str(env["seq"]), env)
-    except (ValueError, KeyError):
+    except (ValueError, KeyError, TypeError):
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class _Line:
+    """One step of a segment scan: a whole line (`data`), an oversized one (`data` None), or nothing complete yet."""
+    size: int              # bytes the line takes, newline included; 0 when no complete line is there yet
+    data: bytes | None
+
+
+def _next_line(f: Any) -> _Line:
+    """The line at `f`'s position, read up to its newline however long it is, but held in memory only up to
+    MAX_RECORD_BYTES: a longer one is measured and skipped, not buffered."""
+    line = f.readline(MAX_RECORD_BYTES + 1)
+    if line.endswith(b"\n"):
+        return _Line(len(line), line)
+    if len(line) <= MAX_RECORD_BYTES:
+        return _Line(0, None)  # end of file inside a line: still being written (or torn)
+    size = len(line)
+    while True:
+        chunk = f.readline(READ_CHUNK)
+        size += len(chunk)
+        if chunk.endswith(b"\n"):
+            return _Line(size, None)
+        if not chunk:
+            return _Line(0, None)
+
+
 class FileReader:
-    """Reads records after a position, in order, across segments (survives compaction of passed segments)."""
+    """Reads records after a position, in order, across segments (survives compaction of passed segments).
+
+    A line that cannot be a record (oversized, or not JSON: corruption) is reported and counted on the outbox, then
+    passed over; the records after it are still read."""
 
     def __init__(self, outbox: FileOutbox, after: int):
         self.outbox = outbox
@@ -337,6 +391,27 @@ class FileReader:
                 idx = i
         self._path, self._offset = segs[idx][1], 0
 
+    def _scan(self, out: list[Record], limit: int, upto: int) -> str:
+        """Reads the current segment from the offset into `out`: "done" (limit reached, or the next record is not
+        yet acknowledged), "end" (end of the segment), "partial" (it ends inside a line)."""
+        with open(self._path, "rb") as f:
+            f.seek(self._offset)
+            while len(out) < limit:
+                line = _next_line(f)
+                if not line.size:
+                    return "end" if os.fstat(f.fileno()).st_size <= self._offset else "partial"
+                rec = _parse_line(line.data) if line.data is not None else None
+                if rec is not None and int(rec.pos) > upto:
+                    return "done"  # written but not yet fsync'd: not ours to deliver yet
+                if rec is None:
+                    self.outbox.report_corrupt(self._path, self._offset, line.size,
+                                               "longer than the record limit" if line.data is None else "not a record")
+                self._offset += line.size
+                if rec is not None and int(rec.pos) > self.after:
+                    out.append(rec)
+                    self.after = int(rec.pos)
+            return "done"
+
     def _read_sync(self, limit: int, upto: int) -> list[Record]:
         out: list[Record] = []
         while len(out) < limit and self.after < upto:
@@ -345,27 +420,18 @@ class FileReader:
                 return out
             if self._path is None or not self._path.exists():
                 self._locate(segs)
-            with open(self._path, "rb") as f:
-                f.seek(self._offset)
-                data = f.read(1 << 20)
-            end = data.rfind(b"\n") + 1
-            progressed = False
-            for line in data[:end].splitlines(keepends=True):
-                rec = _parse_line(line)
-                if rec is not None and int(rec.pos) > upto:
-                    return out  # written but not yet fsync'd: not ours to deliver yet
-                self._offset += len(line)
-                progressed = True
-                if rec is not None and int(rec.pos) > self.after:
-                    out.append(rec)
-                    self.after = int(rec.pos)
-                    if len(out) >= limit:
-                        return out
-            if not progressed:  # this segment is exhausted; a later one exists only once it is complete
-                later = [p for _, p in segs if p.name > self._path.name]
-                if not later:
-                    return out
-                self._path, self._offset = later[0], 0
+            found = self._scan(out, limit, upto)
+            if found == "done":
+                return out
+            # Only a segment that was complete before this scan is left: the writer starts a new one after the last
+            # write to the old one, so a later segment listed before the scan means this one has nothing more coming.
+            later = [p for _, p in segs if p.name > self._path.name]
+            if not later:
+                return out
+            if found == "partial":  # a complete segment ending inside a line: a torn write left there
+                size = self._path.stat().st_size - self._offset
+                self.outbox.report_corrupt(self._path, self._offset, size, "torn line at the end of the segment")
+            self._path, self._offset = later[0], 0
         return out
 
     async def read(self, limit: int, timeout: float) -> list[Record]:
@@ -446,16 +512,22 @@ class RedisOutbox:
     async def save_state(self, sink: str, state: dict) -> None:
         await self.redis.set(self._key(sink, "sink"), _encode(state))
 
+    # One script each, so that nothing happens between reading the holder and setting the expiry: with a GET and then
+    # a PEXPIRE, a lease that expired in between and was taken by another replica would be extended as if ours.
+    # take the lease if free, or extend it if already ours
+    _ACQUIRE = ("local cur = redis.call('get', KEYS[1]) "
+                "if not cur then redis.call('set', KEYS[1], ARGV[1], 'px', ARGV[2]) return 1 end "
+                "if cur == ARGV[1] then redis.call('pexpire', KEYS[1], ARGV[2]) return 1 end return 0")
+    # extend the lease only if still ours: one that lapsed is not retaken, since another replica may have held it
+    # meanwhile and moved the cursor, and this worker's position would be stale
+    _RENEW = ("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end "
+              "return 0")
+
     async def acquire_lease(self, sink: str, owner: str, ttl: float) -> bool:
-        key = self._key(sink, "lease")
-        ms = int(ttl * 1000)
-        if await self.redis.set(key, owner, nx=True, px=ms):
-            return True
-        current = await self.redis.get(key)
-        if current is not None and current.decode() == owner:
-            await self.redis.pexpire(key, ms)
-            return True
-        return False
+        return bool(await self.redis.eval(self._ACQUIRE, 1, self._key(sink, "lease"), owner, int(ttl * 1000)))
+
+    async def renew_lease(self, sink: str, owner: str, ttl: float) -> bool:
+        return bool(await self.redis.eval(self._RENEW, 1, self._key(sink, "lease"), owner, int(ttl * 1000)))
 
     # delete the lease only if it is still ours: it may have expired and been taken by another replica
     _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"

@@ -82,8 +82,14 @@ class SecurityEvents:
                 log.debug("events outbox compaction skipped: %s", err)
 
     async def _compact_redis(self) -> None:
-        """Trims what every sink has delivered. The cursors come from the store, not from this process's workers:
-        another replica may hold a sink's lease. Replicas are expected to share one events config (same sinks)."""
+        """Trims what every sink has delivered, then warns when the stream nears its cap. The warning matters most
+        when nothing can be trimmed (a sink that never delivered), so it does not depend on the trim."""
+        await self._trim_delivered()
+        await self._warn_near_cap()
+
+    async def _trim_delivered(self) -> None:
+        """The cursors come from the store, not from this process's workers: another replica may hold a sink's
+        lease. Replicas are expected to share one events config (same sinks)."""
         if not self.workers:
             return  # nothing to deliver to: the stream is bounded by its cap alone
         positions = []
@@ -92,8 +98,9 @@ class SecurityEvents:
             if not state.get("pos"):
                 return  # a sink that has delivered nothing yet still needs the whole stream
             positions.append(tuple(int(x) for x in str(state["pos"]).split("-")))
-        if positions:
-            await self.outbox.compact("-".join(str(x) for x in min(positions)))
+        await self.outbox.compact("-".join(str(x) for x in min(positions)))
+
+    async def _warn_near_cap(self) -> None:
         length, cap = await self.outbox.length(), self.cfg.outbox.maxlen
         if length > 0.8 * cap:
             log.warning("events outbox %s holds %d undelivered-or-recent entries, near its cap of %d: past the "
@@ -146,7 +153,8 @@ class SecurityEvents:
         now = time.time()
         out = {"instance": self.instance, "outbox": {"kind": self.outbox.kind}, "sinks": []}
         if isinstance(self.outbox, FileOutbox):
-            out["outbox"].update(path=str(self.outbox.dir), head=self.outbox.head_seq)
+            out["outbox"].update(path=str(self.outbox.dir), head=self.outbox.head_seq,
+                                 corrupt_records=self.outbox.corrupt_records)
         else:
             out["outbox"].update(stream=self.cfg.outbox.stream)
             spooled = getattr(self.outbox, "spooled", None)

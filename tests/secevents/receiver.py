@@ -9,6 +9,7 @@ FAILURES is a comma-separated list applied to successive requests, then every re
   redirect  answer 302 to /elsewhere
   400       answer 400
   429       answer 429 with Retry-After: 0
+  503soon   answer 503 with Retry-After: soon (neither a number nor an HTTP date)
 Every request that reaches the body is logged as one JSON line {id, ts, valid, status, path, body}.
 """
 
@@ -48,7 +49,8 @@ class Handler(BaseHTTPRequestHandler):
             return
         body = self.rfile.read(length)
         v = verify(SECRET, dict(self.headers.items()), body, max_age=300)
-        status = {"ok": 200, "slow": 200, "timeout": 200, "500": 500, "redirect": 302, "400": 400, "429": 429}[mode]
+        status = {"ok": 200, "slow": 200, "timeout": 200, "500": 500, "redirect": 302, "400": 400, "429": 429,
+                  "503soon": 503}[mode]
         if mode == "timeout":
             time.sleep(2.0)
         if mode == "slow":
@@ -62,6 +64,8 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Location", f"http://127.0.0.1:{PORT}/elsewhere")
         if mode == "429":
             self.send_header("Retry-After", "0")
+        if mode == "503soon":
+            self.send_header("Retry-After", "soon")
         self.send_header("Content-Length", "0")
         self.end_headers()
 

@@ -56,3 +56,27 @@ def test_errors_name_the_key_path(section, path, words):
         EventsConfig.from_dict(section)
     assert exc.value.path == path
     assert words in exc.value.message
+
+
+# NaN passes every `<` check and infinity every minimum: a NaN backoff made the delivery worker sleep forever
+@pytest.mark.parametrize("section, path", [
+    ({"min_backoff": float("nan")}, ("min_backoff",)),
+    ({"max_backoff": float("inf")}, ("max_backoff",)),
+    ({"max_backoff": "inf"}, ("max_backoff",)),      # ${ENV} expansion yields strings
+    ({"min_backoff": "NaN"}, ("min_backoff",)),
+    ({"min_backoff": "-inf"}, ("min_backoff",)),
+    ({"sinks": [{"type": "jsonl", "path": "/x", "max_backoff": float("inf")}]}, ("sinks", 0, "max_backoff")),
+    ({"sinks": [{"type": "webhook", "url": "https://x.example", "secret": SECRET, "timeout": float("nan")}]},
+     ("sinks", 0, "timeout")),
+])
+def test_nan_and_infinity_are_refused(section, path):
+    with pytest.raises(ConfigError) as exc:
+        EventsConfig.from_dict(section)
+    assert exc.value.path == path
+    assert "finite number" in exc.value.message
+
+
+def test_a_number_too_large_for_a_float_is_refused():
+    with pytest.raises(ConfigError) as exc:
+        EventsConfig.from_dict({"max_backoff": 10 ** 400})
+    assert exc.value.path == ("max_backoff",) and "too large" in exc.value.message

@@ -164,3 +164,26 @@ def test_validator_rejects_logoff_without_user_or_target():
     errors, _ = SCHEMA.validate(ev)
     assert "user: required attribute missing" in errors
     assert any("at least one of ['service', 'dst_endpoint']" in e for e in errors)
+
+
+def test_a_rejection_with_thousands_of_diagnostics_carries_a_bounded_sample_and_a_count():
+    # a generated policy file with one bad field per rule: thousands of diagnostics, carried three times
+    diags = [f"generated.yaml:{10 + 5 * i}:9: unknown field 'acton' (hint: did you mean 'action'?) " + "x" * 900
+             for i in range(4000)]
+    event = ocsf.policy_rejected(event_id=ocsf.new_event_id(), directory="/etc/ztgate/policies", diagnostics=diags,
+                                 instance="gw-a", product_version="0.1.0", now=time.time())
+    assert SCHEMA.validate(json.loads(json.dumps(event)))[0] == []
+    for carried in (event["evidences"][0]["data"], event["unmapped"]["ztgate"]):
+        assert len(carried["diagnostics"]) == ocsf.MAX_DIAGNOSTICS
+        assert all(len(d) <= ocsf.MAX_DIAGNOSTIC_CHARS for d in carried["diagnostics"])
+        assert carried["diagnostics"][0].startswith("generated.yaml:10:9: unknown field 'acton'")
+        assert carried["diagnostics_omitted"] == 4000 - ocsf.MAX_DIAGNOSTICS
+    assert event["finding_info"]["desc"].endswith(f"and {4000 - ocsf.MAX_DIAGNOSTICS} more")
+    assert len(json.dumps(event)) < 200_000
+
+
+def test_a_rejection_with_few_diagnostics_carries_them_whole():
+    event = rejected()
+    assert event["unmapped"]["ztgate"]["diagnostics"] == ["relay.yaml:3:7: unknown signal 'rely'"]
+    assert event["unmapped"]["ztgate"]["diagnostics_omitted"] == 0
+    assert event["finding_info"]["desc"] == "relay.yaml:3:7: unknown signal 'rely'"

@@ -17,6 +17,10 @@ from pathlib import Path
 import pytest
 
 from gateway.secevents import EventsConfig, SecurityEvents
+from gateway.secevents.delivery import backoff_delay
+from gateway.secevents.outbox import Record
+from gateway.secevents.sinks.base import DeliveryError
+from gateway.secevents.sinks.webhook import WebhookSink, _retry_after
 
 from .conftest import free_port, make_decision, make_session
 
@@ -118,3 +122,36 @@ async def test_receiver_down_then_up_and_gateway_restart_lose_nothing(tmp_path):
         proc.wait()
     got = delivered_ids(log)
     assert list(dict.fromkeys(got)) == ids
+
+
+async def test_an_unparsable_retry_after_is_a_delivery_error_without_a_hint(tmp_path):
+    port, log = free_port(), tmp_path / "received.jsonl"
+    proc = start_receiver(port, log, "503soon")
+    sink = WebhookSink(config(tmp_path, port).sinks[0])
+    rec = Record("1", "ev-1", "logoff", "s-1", 0, {"class_name": "Authentication"})
+    try:
+        with pytest.raises(DeliveryError) as exc:
+            await sink.deliver(rec)
+        assert str(exc.value) == "HTTP 503" and exc.value.retry_after is None
+        await sink.deliver(rec)  # the receiver recovers: delivered
+    finally:
+        await sink.close()
+        proc.terminate()
+        proc.wait()
+    assert [r["status"] for r in received(log)] == [503, 200]
+
+
+@pytest.mark.parametrize("value, seconds", [("120", 120.0), ("-5", 0.0), ("soon", None), ("nan", None),
+                                            ("inf", None), ("Wed, 99 Foo 2015 07:28:00 GMT", None), ("", None),
+                                            ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0)])
+def test_retry_after_is_a_number_of_seconds_an_http_date_or_absent(value, seconds):
+    assert _retry_after(value) == seconds
+
+
+def test_backoff_after_very_many_attempts_stays_at_the_cap():
+    # a receiver down for days: 2 ** (attempt - 1) no longer fits a float past attempt 1025
+    for attempt in (1025, 1026, 10_000, 10 ** 9):
+        assert backoff_delay(attempt, 0.5, 300.0, 1.0) == 300.0
+        assert backoff_delay(attempt, 0.5, 300.0, 0.0) == 150.0
+    assert backoff_delay(1, 0.5, 300.0, 1.0) == 0.5
+    assert backoff_delay(3, 0.5, 300.0, 1.0) == 2.0

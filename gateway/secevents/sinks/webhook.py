@@ -6,6 +6,7 @@ Redirects are never followed: security data must not be posted to wherever a 3xx
 from __future__ import annotations
 
 import email.utils
+import math
 import time
 
 import httpx
@@ -19,13 +20,25 @@ RETRYABLE_4XX = {408, 425, 429}
 
 
 def _retry_after(value: str | None) -> float | None:
+    """The receiver's Retry-After in seconds: a number or an HTTP date. Anything else (e.g. "soon", "nan") is
+    treated as absent: it is only a hint, and must not turn a failed delivery into an error of another kind."""
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+        seconds = _seconds_until(value)
+    if seconds is None or not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def _seconds_until(http_date: str) -> float | None:
+    try:
+        parsed = email.utils.parsedate_to_datetime(http_date)
+        return parsed.timestamp() - time.time()
+    except (TypeError, ValueError, OverflowError, IndexError):
+        return None
 
 
 class WebhookSink:
