@@ -191,6 +191,15 @@ def user_agent_family(user_agent: str) -> str:
     return f"{browser}/{platform}"
 
 
+def superseded(claims: Any, record: SessionRecord) -> bool:
+    """A session token issued before the session's last passed step-up (`gen` counts them).
+
+    A step-up is answered by one browser, which gets a new token there and then; every older copy of the cookie
+    (a thief's, replayed from elsewhere, whose replay caused the step-up) must not ride on that answer. A token
+    without the claim predates it and is let be (it dies with its session)."""
+    return claims.gen is not None and claims.gen < int(record.step_up.get("count", 0))
+
+
 def client_change(record: SessionRecord, client_ip: str, user_agent: str) -> dict[str, float] | None:
     """How the client presenting this session's cookie differs from the session's own client, or None.
 

@@ -118,7 +118,8 @@ class Gateway:
         return max(candidates, key=lambda r: r.last_seen, default=None)
 
     def issue_session_token(self, record: SessionRecord) -> str:
-        return self.tokens.issue(record.sid, record.sub, record.acr, record.amr, record.auth_time)
+        return self.tokens.issue(record.sid, record.sub, record.acr, record.amr, record.auth_time,
+                                 gen=int(record.step_up.get("count", 0)))
 
     def verify_expired_token(self, token: str) -> Any:
         """Claims of a correctly signed session token that has expired. The server-side session decides whether

@@ -47,6 +47,7 @@ class SessionClaims:
     exp: int
     iss: str
     kid: str
+    gen: int | None = None  # the session's step-up count when issued (None: a token from before the claim existed)
 
 
 class _Lru[K, V]:
@@ -165,16 +166,16 @@ class SessionTokens:
         self._cache: _Lru[str, SessionClaims] = _Lru(cache_size)
 
     def issue(self, sid: str, sub: str, acr: str, amr: Sequence[str], auth_time: int | float,
-              *, now: float | None = None) -> str:
+              *, now: float | None = None, gen: int = 0) -> str:
         now_s = int(self._clock() if now is None else now)
         key = self.keyring.signing_key(now_s)
         payload = {
             "iss": self.issuer, "aud": SESSION_AUDIENCE, "sub": sub, "sid": sid, "acr": acr, "amr": list(amr),
-            "auth_time": int(auth_time), "iat": now_s, "exp": now_s + self.ttl,
+            "auth_time": int(auth_time), "iat": now_s, "exp": now_s + self.ttl, "gen": int(gen),
         }
         token = jwt.encode(payload, key.private_key, algorithm=key.algorithm, headers={"kid": key.kid})
         self._cache.put(token, SessionClaims(sid, sub, acr, tuple(amr), int(auth_time), now_s, now_s + self.ttl,
-                                             self.issuer, key.kid))
+                                             self.issuer, key.kid, int(gen)))
         return token
 
     def verify(self, token: str, *, now: float | None = None) -> SessionClaims:
@@ -202,6 +203,7 @@ class SessionTokens:
         claims = SessionClaims(
             sid=_str_claim(raw, "sid"), sub=_str_claim(raw, "sub"), acr=_str_claim(raw, "acr"), amr=tuple(amr),
             auth_time=_int_claim(raw, "auth_time"), iat=iat, exp=exp, iss=_str_claim(raw, "iss"), kid=kid,
+            gen=_int_claim(raw, "gen") if "gen" in raw else None,
         )
         self._cache.put(token, claims)
         return claims

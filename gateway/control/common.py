@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import HTTPConnection
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
+from ..access import superseded
 from ..auth.tokens import TokenError
 from ..store import SessionRecord, StoreUnavailable
 
@@ -52,7 +53,7 @@ async def current_session(conn: HTTPConnection) -> tuple[SessionRecord | None, A
         record = await gw.sessions.get(claims.sid)
     except StoreUnavailable:
         return None, claims
-    if record is None or record.sub != claims.sub:
+    if record is None or record.sub != claims.sub or superseded(claims, record):
         return None, claims
     return record, claims
 

@@ -150,7 +150,8 @@ class ZtgateAddon:
             except StoreUnavailable:
                 self._answer(flow, Outcome(Verdict.UNAVAILABLE), access.wants_html(seen), path, scheme)
                 return
-            if record is not None and (gw.sessions.idle_expired(record) or record.sub != claims.sub):
+            if record is not None and (gw.sessions.idle_expired(record) or record.sub != claims.sub
+                                       or access.superseded(claims, record)):
                 record = None
         outcome = access.decide(record, req.method, path)
         if outcome.verdict == Verdict.FORWARD and record is not None:

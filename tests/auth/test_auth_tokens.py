@@ -310,3 +310,26 @@ def test_eddsa_session_tokens_and_assertions() -> None:
     assertion = AssertionSigner(ring, ISSUER).sign(APP, ASSERTION_CLAIMS)
     assert jwt.get_unverified_header(assertion)["alg"] == "EdDSA"
     assert upstream_verify(ring, assertion)["sub"] == "alice"
+
+
+def test_the_step_up_generation_travels_in_the_token_and_old_tokens_have_none():
+    import jwt as pyjwt
+
+    from gateway import access
+    from gateway.store import SessionRecord
+
+    ring = KeyRing.ephemeral("ES256")
+    tokens = SessionTokens(ring, "https://gw.test")
+    record = SessionRecord(sid="s1", sub="ann", step_up={"count": 2})
+    fresh = tokens.verify(tokens.issue("s1", "ann", "mfa", ["pwd", "otp"], 1, gen=2))
+    stale = tokens.verify(tokens.issue("s1", "ann", "mfa", ["pwd", "otp"], 1, gen=1))
+    assert (fresh.gen, stale.gen) == (2, 1)
+    assert not access.superseded(fresh, record) and access.superseded(stale, record)
+    # a token signed before the claim existed: not superseded (it expires with its session)
+    key = ring.signing_key(time.time())
+    now = int(time.time())
+    legacy = pyjwt.encode({"iss": "https://gw.test", "aud": "ztgate-session", "sub": "ann", "sid": "s1", "acr": "mfa",
+                           "amr": ["pwd"], "auth_time": 1, "iat": now, "exp": now + 60}, key.private_key,
+                          algorithm=key.algorithm, headers={"kid": key.kid})
+    claims = SessionTokens(ring, "https://gw.test").verify(legacy)
+    assert claims.gen is None and not access.superseded(claims, record)

@@ -10,10 +10,13 @@
 from __future__ import annotations
 
 import secrets
+import re
 import subprocess
 import sys
+import time
 
 import httpx
+import pyotp
 import numpy as np
 import pytest
 
@@ -114,3 +117,16 @@ def test_replayed_cookie_from_another_client_is_stepped_up(env):
         # the owner is asked to step up too (the cookie is no longer trusted), not locked out
         r = owner.get("/api/whoami", headers={"Accept": "application/json"})
         assert r.status_code == 401 and r.json()["step_up"] == "/.ztgate/mfa"
+        # the owner answers the step-up: their browser gets a new cookie, and the copy does not ride on the answer
+        # (it did: the step-up made the whole session active again, whoever held its cookie)
+        page = owner.get("/.ztgate/mfa", params={"next": "/api/whoami"}, headers={"Accept": "text/html"})
+        csrf = re.search(r"name=csrf value='([^']+)'", page.text).group(1)
+        code = pyotp.TOTP(users["dave"].totp_secret).at(time.time() + 30)  # the sign-in spent this window's code
+        assert owner.post("/.ztgate/mfa", data={"csrf": csrf, "next": "/api/whoami", "otp": code}).status_code == 303
+        assert owner.get("/api/whoami", headers={"Accept": "application/json"}).status_code == 200
+        with httpx.Client(base_url=gw.url, transport=httpx.HTTPTransport(local_address="127.0.0.2"),
+                          headers={"User-Agent": "curl/8.5.0"}, cookies={"ztgate_session": cookie}) as thief:
+            r = thief.get("/api/whoami", headers={"Accept": "application/json"})
+            assert r.status_code == 401 and r.json()["error"] != "insufficient_user_authentication", r.text
+            assert thief.get("/.ztgate/admin/api/sessions").status_code == 401
+        assert gw.admin("GET", f"/sessions/{sid}").json()["state"] == "active"  # the owner's session goes on
