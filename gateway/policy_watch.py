@@ -44,39 +44,63 @@ class PolicyHolder:
         self.interval = interval
         self.on_rejected = on_rejected
         self.current: Any = None
-        self._fingerprint = ""
+        self._checked: tuple[Path, str] | None = None  # (directory, fingerprint) of the last completed check
+        self._lock = asyncio.Lock()
         self.reloads = 0
         self.rejections = 0
         self.last_error: list[str] = []
 
     def load_initial(self) -> None:
         """At start: an invalid directory is a start-up error (raises policies.PolicyLoadError)."""
-        self._fingerprint = directory_fingerprint(self.directory)
+        fingerprint = directory_fingerprint(self.directory)
         self.current = policies.load_directory(self.directory)
+        self._checked = (self.directory, fingerprint)
         log.info("policies loaded from %s (digest %s)", self.directory, self.current.digest[:12])
 
     async def check_now(self) -> bool:
         """Reloads if the directory changed. True if a new set came into force."""
-        fingerprint = directory_fingerprint(self.directory)
-        if fingerprint == self._fingerprint:
+        # The watcher and a SIGHUP reload both call this: one load at a time, so an older, slower load can never
+        # land after (and over) a newer one.
+        async with self._lock:
+            return await self._check()
+
+    async def _check(self) -> bool:
+        directory = self.directory
+        fingerprint = directory_fingerprint(directory)
+        if (directory, fingerprint) == self._checked:
             return False
-        self._fingerprint = fingerprint
         try:
-            candidate = await asyncio.to_thread(policies.load_directory, self.directory)
+            candidate = await asyncio.to_thread(policies.load_directory, directory)
+            errors: list[str] = []
         except policies.PolicyLoadError as err:
-            self.rejections += 1
-            self.last_error = [str(d) for d in err.diagnostics]
-            log.error("policy change refused, previous set stays in force:\n%s", "\n".join(self.last_error))
-            if self.on_rejected is not None:
-                await self.on_rejected(str(self.directory), self.last_error)
+            candidate, errors = None, [str(d) for d in err.diagnostics]
+        except Exception as exc:  # noqa: BLE001 - a loader bug must refuse the change, not skip the refusal
+            log.exception("policy load failed unexpectedly")
+            candidate, errors = None, [f"{directory}: policy load failed unexpectedly: {type(exc).__name__}: "
+                                       f"{str(exc)[:200]}"]
+        if directory != self.directory or directory_fingerprint(directory) != fingerprint:
+            # Re-pointed (SIGHUP) or edited while loading: this result is already stale; the next check loads
+            # what is there now. Nothing is recorded, so that check does not skip it.
             return False
+        # Recorded only now: a load that raised is still a refusal, and the same files are not retried every tick.
+        self._checked = (directory, fingerprint)
+        if candidate is None:
+            await self._reject(directory, errors)
+            return False
+        self.last_error = []
         if self.current is not None and candidate.digest == self.current.digest:
             return False
         self.current = candidate
-        self.last_error = []
         self.reloads += 1
-        log.info("policies reloaded from %s (digest %s)", self.directory, candidate.digest[:12])
+        log.info("policies reloaded from %s (digest %s)", directory, candidate.digest[:12])
         return True
+
+    async def _reject(self, directory: Path, errors: list[str]) -> None:
+        self.rejections += 1
+        self.last_error = errors
+        log.error("policy change refused, previous set stays in force:\n%s", "\n".join(errors))
+        if self.on_rejected is not None:
+            await self.on_rejected(str(directory), errors)
 
     async def watch(self) -> None:
         while True:

@@ -10,6 +10,8 @@ from typing import Any
 
 import yaml
 
+from policies.yamlnodes import RefusedYAML, compose
+
 from .errors import ConfigError, KeyPath
 
 _ENV_REF = re.compile(r"\$\{(ZTGATE_[A-Z0-9_]+)\}")
@@ -99,7 +101,12 @@ def _expand(value: str, node: yaml.Node, file: str, env: dict[str, str]) -> str:
 def load_text(text: str, file: str = "<config>", env: dict[str, str] | None = None) -> SourceDocument:
     env = dict(os.environ) if env is None else env
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        # The policy files' checked composer: tags, merge keys, deep nesting and alias bombs are refused at their
+        # node, before _construct (recursive, expanding every alias) could exhaust the stack, memory or time.
+        node = compose(text)
+    except RefusedYAML as exc:
+        mark = exc.problem_mark
+        raise SourceError(f"{file}:{mark.line + 1}:{mark.column + 1}: {exc.problem}\n    hint: {exc.hint}") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)

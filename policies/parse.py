@@ -15,7 +15,7 @@ from .diagnostics import Diagnostic
 from .durations import DURATION_HINT, DurationError, parse_duration
 from .model import ACTION_PARAMS, STEP_UP_METHODS, Action, Expect, Hours, Match, Policy, Rule
 from .schema import ROUTE_KINDS
-from .yamlnodes import compose, construct, node_kind, position, scalar_char_positions
+from .yamlnodes import NodeError, RefusedYAML, clip, compose, construct, node_kind, position, scalar_char_positions
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _ID_HINT = "ids are 1-128 characters: letters, digits, '_', '.', '-'; starting with a letter or digit"
@@ -62,16 +62,16 @@ class _FileParser:
         for key_node, value_node in node.value:
             key = construct(key_node)
             if not isinstance(key, str):
-                self.error(key_node, f"{what} keys must be strings, got {key!r}")
+                self.error(key_node, f"{what} keys must be strings, got {node_kind(key_node)}")
                 continue
             if key in seen:
                 first = position(seen[key][0])
-                self.error(key_node, f"duplicate key '{key}' in {what}", f"first given at line {first.line}")
+                self.error(key_node, f"duplicate key '{clip(key)}' in {what}", f"first given at line {first.line}")
                 continue
             if key not in allowed:
                 close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
                 hint = f"did you mean '{close[0]}'?" if close else "allowed: " + ", ".join(allowed)
-                self.error(key_node, f"unknown field '{key}' in {what}", hint)
+                self.error(key_node, f"unknown field '{clip(key)}' in {what}", hint)
                 continue
             seen[key] = (key_node, value_node)
         return seen
@@ -109,7 +109,7 @@ class _FileParser:
             try:
                 return parse_duration(construct(node))
             except DurationError as exc:
-                self.error(node, f"{what}: {exc}", DURATION_HINT)
+                self.error(node, f"{what}: {clip(exc, 120)}", DURATION_HINT)
                 return None
         self.error(node, f"{what} must be a duration, got {node_kind(node)}", DURATION_HINT)
         return None
@@ -129,7 +129,7 @@ class _FileParser:
     def ident(self, node: Node, what: str) -> str | None:
         text = self.string(node, what)
         if text is not None and not _ID.match(text):
-            self.error(node, f"invalid {what} {text!r}", _ID_HINT)
+            self.error(node, f"invalid {what} {clip(text)!r}", _ID_HINT)
             return None
         return text
 
@@ -137,6 +137,10 @@ class _FileParser:
     def parse(self) -> ParsedFile:
         try:
             root = compose(self.source)
+        except RefusedYAML as exc:
+            mark = exc.problem_mark
+            self.out.diagnostics.append(Diagnostic(self.file, mark.line + 1, mark.column + 1, exc.problem, exc.hint))
+            return self.out
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -151,22 +155,28 @@ class _FileParser:
             self.out.diagnostics.append(Diagnostic(self.file, 1, 1, "empty policy file",
                                                    "a policy file holds `policies:` with a list of policies"))
             return self.out
+        try:
+            self.document(root)
+        except NodeError as exc:  # compose() refuses what does not construct; this is the backstop
+            self.error(exc.node, str(exc), "quote it to make it a string")
+        return self.out
+
+    def document(self, root: Node) -> None:
         if not self.expect_kind(root, MappingNode, "a policy file"):
-            return self.out
+            return
         top = self.fields(root, ("policies",), "the policy file")
         if "policies" not in top:
             self.error(root, "missing 'policies' list", "a policy file holds `policies:` with a list of policies")
-            return self.out
+            return
         policies_node = top["policies"][1]
         if not self.expect_kind(policies_node, SequenceNode, "'policies'"):
-            return self.out
+            return
         if not policies_node.value:
             self.error(policies_node, "'policies' is empty")
         for node in policies_node.value:
             policy = self.policy(node)
             if policy is not None:
                 self.out.policies.append(policy)
-        return self.out
 
     def policy(self, node: Node) -> Policy | None:
         if not self.expect_kind(node, MappingNode, "a policy"):
@@ -217,10 +227,10 @@ class _FileParser:
                 continue
             for text, item in items:
                 if name == "route_kinds" and text not in ROUTE_KINDS:
-                    self.error(item, f"unknown route kind '{text}'", "route kinds: " + ", ".join(ROUTE_KINDS))
+                    self.error(item, f"unknown route kind '{clip(text)}'", "route kinds: " + ", ".join(ROUTE_KINDS))
                     ok = False
                 if name == "paths" and not text.startswith("/"):
-                    self.error(item, f"path pattern '{text}' must start with '/'",
+                    self.error(item, f"path pattern '{clip(text)}' must start with '/'",
                                "a prefix like /admin/ or a glob like /api/*/delete")
                     ok = False
             values[name] = tuple(t for t, _ in items)
@@ -253,7 +263,7 @@ class _FileParser:
                 m = _CLOCK.match(text or "")
                 if not m:
                     if text is not None:
-                        self.error(f[name][1], f"expect.hours.{name} {text!r} is not a time", 'write "HH:MM", 24-hour, quoted')
+                        self.error(f[name][1], f"expect.hours.{name} {clip(text)!r} is not a time", 'write "HH:MM", 24-hour, quoted')
                     ok = False
                 else:
                     minutes.append(int(m.group(1)) * 60 + int(m.group(2)))
@@ -263,7 +273,7 @@ class _FileParser:
             try:
                 zoneinfo.ZoneInfo(timezone)
             except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-                self.error(f["timezone"][1], f"unknown timezone {timezone!r}", "use an IANA name like Europe/Paris or UTC")
+                self.error(f["timezone"][1], f"unknown timezone {clip(timezone)!r}", "use an IANA name like Europe/Paris or UTC")
                 ok = False
         days = tuple(range(5))
         if "days" in f:
@@ -283,7 +293,7 @@ class _FileParser:
                     elif lowered in _DAYS:
                         parsed.append(_DAYS.index(lowered))
                         continue
-                    self.error(item, f"unknown day {text!r}", "days: mon tue wed thu fri sat sun, or a range like mon-fri")
+                    self.error(item, f"unknown day {clip(text)!r}", "days: mon tue wed thu fri sat sun, or a range like mon-fri")
                     ok = False
                 days = tuple(sorted(set(parsed)))
         if not ok:
@@ -311,7 +321,7 @@ class _FileParser:
                 except KeyError:
                     close = difflib.get_close_matches(text, [a.label for a in Action], n=1)
                     hint = f"did you mean '{close[0]}'?" if close else "action: allow | restrict | step_up | terminate"
-                    self.error(f["action"][1], f"unknown action '{text}'", hint)
+                    self.error(f["action"][1], f"unknown action '{clip(text)}'", hint)
         params = self.params(action, f.get("params", (None, None))[1], f["action"][1]) if action is not None else None
         condition = None
         when_node = None
@@ -360,7 +370,12 @@ class _FileParser:
                 key = construct(key_node)
                 if key not in allowed:
                     hint = ("allowed: " + ", ".join(allowed)) if allowed else f"{action.label} takes no parameters"
-                    self.error(key_node, f"unknown parameter '{key}' for action {action.label}", hint)
+                    self.error(key_node, f"unknown parameter '{clip(key)}' for action {action.label}", hint)
+                    continue
+                if key in f:
+                    # YAML itself keeps the last of duplicate keys: a second lock_user_for: 0 would silently win.
+                    first = position(f[key][0])
+                    self.error(key_node, f"duplicate key '{key}' in 'params'", f"first given at line {first.line}")
                     continue
                 f[key] = (key_node, value_node)
         before = len(self.out.diagnostics)
@@ -380,7 +395,7 @@ class _FileParser:
         if "method" in f:
             method = self.string(f["method"][1], "method")
             if method is not None and method not in STEP_UP_METHODS:
-                self.error(f["method"][1], f"unknown step-up method '{method}'", "method: " + " | ".join(STEP_UP_METHODS))
+                self.error(f["method"][1], f"unknown step-up method '{clip(method)}'", "method: " + " | ".join(STEP_UP_METHODS))
         acr: tuple[str, ...] = ()
         if "acr_values" in f:
             value_node = f["acr_values"][1]
@@ -402,13 +417,13 @@ class _FileParser:
         if "deny_methods" in f:
             for text, item in self.strings(f["deny_methods"][1], "deny_methods") or ():
                 if text.upper() not in _HTTP_METHODS:
-                    self.error(item, f"unknown HTTP method '{text}'", "methods: " + ", ".join(_HTTP_METHODS))
+                    self.error(item, f"unknown HTTP method '{clip(text)}'", "methods: " + ", ".join(_HTTP_METHODS))
                 else:
                     params["deny_methods"].append(text.upper())
         if "deny_paths" in f:
             for text, item in self.strings(f["deny_paths"][1], "deny_paths") or ():
                 if not text.startswith("/"):
-                    self.error(item, f"path pattern '{text}' must start with '/'", "a prefix like /admin/ or a glob like /api/*")
+                    self.error(item, f"path pattern '{clip(text)}' must start with '/'", "a prefix like /admin/ or a glob like /api/*")
                 else:
                     params["deny_paths"].append(text)
         for flag in ("read_only", "block_clipboard", "block_file_transfer", "hold_input"):

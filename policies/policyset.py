@@ -10,7 +10,7 @@ from .conditions import Comparison, Condition, Reference
 from .decision import Decision, Expectations, NearMiss
 from .matching import could_match_route, expect_values, matches
 from .model import Action, Policy, Rule
-from .schema import flatten, lookup
+from .schema import flatten, in_cel_range, lookup
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +39,7 @@ class _PolicyPrograms:
     policy: Policy
     rules: tuple[CompiledRule, ...]
     session_rules: tuple[CompiledRule, ...]  # the rules that do not read `request`
-    all_program: Any
+    all_program: Any  # None: evaluate rule by rule
     session_program: Any
     reads_expect: bool
 
@@ -48,7 +48,12 @@ class _PolicyPrograms:
         if not rules:
             return None
         # Newlines end any `//` comment inside a condition; each condition was type-checked alone at load.
-        return env.compile("[" + ",\n".join(f"(\n{c.condition.source}\n)" for c in rules) + "]")
+        try:
+            return env.compile("[" + ",\n".join(f"(\n{c.condition.source}\n)" for c in rules) + "]")
+        except RuntimeError:
+            # Together the conditions can exceed CEL's size or nesting limits although each compiled alone:
+            # the set still loads, and this policy's rules run one program each (slower, same decisions).
+            return None
 
     @classmethod
     def build(cls, env, policy: Policy, rules: tuple[CompiledRule, ...]) -> "_PolicyPrograms":
@@ -123,13 +128,14 @@ class PolicySet:
                 if shared is None:
                     shared = self._env.Activation(data=flat)
                 activation = shared
-            values = program.eval(activation).plain_value()
+            values = program.eval(activation).plain_value() if program is not None else None
             if type(values) is list and len(values) == len(rules):  # noqa: E721
                 fired.extend(zip(rules, values))
                 if include_unmatched:
                     trace.extend(RuleOutcome(c, "fired" if v else "not fired") for c, v in zip(rules, values))
                 continue
-            # Some condition failed at run time: evaluate one by one to keep the others and name the culprit.
+            # Some condition failed at run time (or there is no combined program): evaluate one by one to keep the
+            # others and name the culprit.
             for compiled in rules:
                 value = compiled.condition.program.eval(activation).plain_value()
                 if type(value) is bool:  # noqa: E721
@@ -187,7 +193,9 @@ class PolicySet:
         for name in compiled.condition.signals:
             score = flat.get(f"signals.{name}.score")
             if score is None:
-                score = lookup(context, ("signals", name, "score")) or 0.0
+                # Not read by any rule, so not checked by flatten(): take only what is a usable reading.
+                score = lookup(context, ("signals", name, "score"))
+                score = score if type(score) in (int, float) and in_cel_range(score) else 0.0  # noqa: E721
             signals[name] = float(score)
         what = rule.description or "condition held"
         reason = f"{what} (policy {policy.id}, rule {rule.id}: {' '.join(rule.when.split())})"

@@ -7,6 +7,7 @@ read. Objects as a whole (`signals.relay`, `session`) are therefore not values i
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -96,38 +97,63 @@ def describe_schema() -> str:
     return "\n".join(f"{leaf.name}: {leaf.cel_type}" for leaf in LEAVES.values())
 
 
+_INT64 = (-(2**63), 2**63 - 1)  # CEL's int
+
+
+def _shown(value: Any) -> str:
+    """A context value for an error message: it may be arbitrarily large."""
+    if isinstance(value, int) and abs(value) >= 10**30:  # str() of a huge int is slow, or refused past 4300 digits
+        return f"an integer of about {int(value.bit_length() * 0.30103)} digits"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:60] + "..."
+
+
+def _finite(value: Any) -> float:
+    # NaN would make every comparison false and infinity every threshold true, whatever the rule meant.
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ValueError(f"{_shown(value)} is too large") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{_shown(value)} is not a finite number")
+    return number
+
+
 def _as_float(value: Any) -> float:
-    return float(value)
+    return _finite(value)
 
 
 def _as_int(value: Any) -> int:
     if isinstance(value, float) and not value.is_integer():
-        raise ValueError(f"{value!r} is not an integer")
-    return int(value)
+        raise ValueError(f"{_shown(value)} is not an integer")
+    number = int(value)
+    if not _INT64[0] <= number <= _INT64[1]:
+        raise ValueError(f"{_shown(value)} is out of range for a CEL int")
+    return number
 
 
 def _as_bool(value: Any) -> bool:
     if not isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a bool")
+        raise ValueError(f"{_shown(value)} is not a bool")
     return value
 
 
 def _as_str(value: Any) -> str:
     if not isinstance(value, str):
-        raise ValueError(f"{value!r} is not a string")
+        raise ValueError(f"{_shown(value)} is not a string")
     return value
 
 
 def _as_str_list(value: Any) -> list[str]:
     if isinstance(value, str) or not hasattr(value, "__iter__"):
-        raise ValueError(f"{value!r} is not a list of strings")
+        raise ValueError(f"{_shown(value)} is not a list of strings")
     return [_as_str(v) for v in value]
 
 
 def _as_float_map(value: Any) -> dict[str, float]:
     if not isinstance(value, Mapping):
-        raise ValueError(f"{value!r} is not a map")
-    return {_as_str(k): float(v) for k, v in value.items()}
+        raise ValueError(f"{_shown(value)} is not a map")
+    return {_as_str(k): _finite(v) for k, v in value.items()}
 
 
 COERCERS: dict[str, Callable[[Any], Any]] = {
@@ -189,7 +215,8 @@ def flatten(context: Mapping[str, Any], names: tuple[str, ...], errors: list[str
     """The CEL activation for `names`: missing values get the declared default, wrong types are reported.
 
     Not strict: values whose Python type already is the declared one, and any list or dict, pass unchecked
-    (CEL then reports a rule error if a list or map holds the wrong element type).
+    (CEL then reports a rule error if a list or map holds the wrong element type) - except numbers that are not
+    finite or do not fit the CEL type: those are refused like wrong types (for a map, just those entries).
     """
     flat: dict[str, Any] = {}
     for name in names:
@@ -207,15 +234,39 @@ def flatten(context: Mapping[str, Any], names: tuple[str, ...], errors: list[str
             flat[name] = leaf.default
             continue
         exact = _EXACT.get(leaf.cel_type)
-        if not strict and (type(value) is exact or (exact is None and type(value) in (list, dict))):
+        kind = type(value)
+        if not strict and ((kind is exact and in_cel_range(value)) or (exact is None and kind is list)):
             flat[name] = value
+            continue
+        if not strict and exact is None and kind is dict:
+            flat[name] = value if all(in_cel_range(v) for v in value.values()) else _without_bad_numbers(name, value, errors)
             continue
         try:
             flat[name] = COERCERS[leaf.cel_type](value)
-        except (TypeError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - a caller's object may raise anything from __float__ or __iter__
             errors.append(f"context value {name} ignored ({exc}); using the default {leaf.default!r}")
             flat[name] = leaf.default
     return flat
+
+
+def in_cel_range(value: Any) -> bool:
+    """False for the numbers CEL would choke on (huge ints) or that would silently compare false (NaN)."""
+    kind = type(value)
+    if kind is float:
+        return math.isfinite(value)
+    if kind is int:
+        return _INT64[0] <= value <= _INT64[1]
+    return True
+
+
+def _without_bad_numbers(name: str, value: dict, errors: list[str]) -> dict:
+    kept = {}
+    for key, item in value.items():
+        if in_cel_range(item):
+            kept[key] = item
+        else:
+            errors.append(f"context value {name}[{_shown(key)}] ignored ({_shown(item)} is not a finite number in range)")
+    return kept
 
 
 def build_context(*, assessment: Any = None, session: Mapping[str, Any] | None = None,
