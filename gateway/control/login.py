@@ -333,7 +333,10 @@ async def oidc_callback(request: Request) -> Response:
     next_url = access.safe_next(data.get("n"))
     if data.get("u"):
         record, _ = await current_session(request)
-        if record is not None and record.sub == identity.sub and not record.terminated:
+        # the same subject at the same provider: subjects of different providers (and of the directory) may share
+        # a name without being one person
+        if (record is not None and record.sub == identity.sub and record.idp == provider.config.name
+                and not record.terminated):
             record = await complete_step_up(request, record, method="oidc", acr=identity.acr or "mfa")
             response = _with_session(request, record, next_url)
             response.delete_cookie(_STATE_COOKIE, path="/.ztgate/", secure=gw.cookie_secure(is_tls(request)))

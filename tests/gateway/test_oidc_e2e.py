@@ -39,8 +39,10 @@ def env(tmp_path_factory):
                              admin_token=secrets.token_urlsafe(24), policies_dir=str(policies),
                              extra_routes=[{"name": "echo", "upstream": echo, "path_prefix": "/echo",
                                             "audience": "echo", "sensor": False}])
-        cfg["identity"] = {"oidc": [{"name": "corp", "issuer": idp.issuer, "client_id": idp.client_id,
-                                     "client_secret": idp.client_secret, "groups_claim": "groups"}]}
+        provider = {"issuer": idp.issuer, "client_id": idp.client_id, "client_secret": idp.client_secret,
+                    "groups_claim": "groups"}
+        # a second provider whose subjects may carry the same names as corp's without being the same people
+        cfg["identity"] = {"oidc": [{"name": "corp", **provider}, {"name": "partner", **provider}]}
         with run_gateway(tmp, cfg) as gw:
             yield gw, idp
 
@@ -155,3 +157,18 @@ def test_step_up_answered_by_another_user_does_not_upgrade_the_session(env):
         assert r.status_code == 303
         assert gw.admin("GET", f"/sessions/{sid}").json()["state"] == "step_up_required"
         assert session_sid(c) != sid  # eve got her own session, carol's stays pending
+
+
+def test_a_step_up_at_another_provider_does_not_upgrade_the_session(env):
+    gw, idp = env
+    idp.set_user("oidc-dana", email="dana@corp.test")
+    with httpx.Client(base_url=gw.url) as c:
+        oidc_login(c, idp, "/.ztgate/oidc/corp/start?next=/echo/x")
+        sid = session_sid(c)
+        r = c.get("/echo/stepup", headers={"Accept": "text/html"})
+        r = c.get(r.headers["location"], headers={"Accept": "text/html"})
+        # the same subject name, answered at the partner's provider: not the same person as corp's dana
+        r = oidc_login(c, idp, r.headers["location"].replace("/oidc/corp/", "/oidc/partner/"))
+        assert r.status_code == 303
+        assert gw.admin("GET", f"/sessions/{sid}").json()["state"] == "step_up_required"
+        assert session_sid(c) != sid
