@@ -98,7 +98,7 @@ class PolicyHolder:
     async def _reject(self, directory: Path, errors: list[str]) -> None:
         self.rejections += 1
         self.last_error = errors
-        log.error("policy change refused, previous set stays in force:\n%s", "\n".join(errors))
+        log.error("policy change refused, previous set stays in force: %s", "; ".join(errors))
         if self.on_rejected is not None:
             await self.on_rejected(str(directory), errors)
 

@@ -376,7 +376,7 @@ class Gateway:
         try:
             fresh = await asyncio.to_thread(config_mod.load, self.config.source)
         except config_mod.ConfigInvalid as err:
-            log.error("reload refused, the running config stays in force:\n%s", "\n".join(err.problems))
+            log.error("reload refused, the running config stays in force: %s", "; ".join(err.problems))
             self.telemetry.count("ztgate_config_reload_rejected_total")
             return False
         merged, needs_restart = live_config(self.config, fresh)

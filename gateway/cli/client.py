@@ -11,6 +11,8 @@ from urllib.parse import quote
 
 import httpx
 
+from ..text import printable, printable_tree
+
 
 def _target(args: argparse.Namespace) -> tuple[str, str]:
     url, token = args.url, args.token
@@ -63,12 +65,13 @@ def admin_command(kind: str, args: argparse.Namespace) -> int:
         method, path = "GET", f"/sessions/{target}/explain"
     status, data = _call(method, url, token, path)
     if status >= 400:
-        print(f"ztgate: {status} {data.get('error')}: {data.get('error_description', '')}", file=sys.stderr)
+        print(printable(f"ztgate: {status} {data.get('error')}: {data.get('error_description', '')}"),
+              file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps(data, indent=2))
+        print(json.dumps(data, indent=2))  # json escapes control characters itself
         return 0
-    print(_human(kind, action, data))
+    print(_human(kind, action, printable_tree(data)))
     return 0
 
 

@@ -18,6 +18,7 @@ from ..auth.csrf import CsrfError
 from ..auth.totp import TotpOutcome
 from ..sessions import Identity
 from ..store import SessionState, StoreUnavailable
+from ..text import printable
 from . import pages
 from .common import client_ip, current_session, gateway, html, is_tls, pre_binding, set_pre_cookie
 
@@ -345,8 +346,14 @@ async def oidc_callback(request: Request) -> Response:
         lock = await gw.lockouts.lock_of(identity.sub)
         if lock:
             return html(pages.locked(time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(lock.until))), 403)
+        # an email the IdP says it has not verified names nobody: policies and events must not read it as the user's
+        email = identity.email or ""
+        if email and (identity.email_verified is False or not email.isprintable()):
+            why = "not verified by the provider" if identity.email_verified is False else "with control characters"
+            log.warning("OIDC sign-in of %s at %s: email %s dropped", printable(identity.sub), provider.config.name, why)
+            email = ""
         record = await gw.sessions.create(
-            Identity(sub=identity.sub, email=identity.email or "", name=identity.name or "",
+            Identity(sub=identity.sub, email=email, name=printable(identity.name or ""),
                      groups=list(identity.groups), idp=provider.config.name, acr=identity.acr or "",
                      amr=list(identity.amr or []), auth_time=identity.auth_time or time.time()),
             client_ip=client_ip(request), user_agent=request.headers.get("user-agent", ""),

@@ -10,6 +10,7 @@ import sys
 import time
 from datetime import datetime, timezone
 
+from ..text import printable
 from .config import EventsConfig
 from .outbox import FileOutbox, Outbox, Record, open_outbox
 from .signing import verify
@@ -37,7 +38,8 @@ def _summary(rec: Record) -> str:
 
 
 def _print(rec: Record, as_json: bool) -> None:
-    print(json.dumps(rec.event, separators=(",", ":")) if as_json else _summary(rec), flush=True)
+    # an event's names come from IdPs and browsers: escape sequences in them are shown, not run by the terminal
+    print(json.dumps(rec.event, separators=(",", ":")) if as_json else printable(_summary(rec)), flush=True)
 
 
 async def _tail(outbox: Outbox, n: int, follow: bool, as_json: bool) -> int:

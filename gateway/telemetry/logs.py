@@ -27,6 +27,29 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, separators=(",", ":"))
 
 
+class TextFormatter(logging.Formatter):
+    """One record, one line: a message that carries a client's or an IdP's string (an OIDC error_description, a
+    WebAuthn origin) could otherwise start a forged record with CR LF, or send escape sequences to a terminal.
+    Control characters are shown escaped; a traceback keeps its lines, each indented so none looks like a record."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        return super().formatMessage(record).translate(_ESCAPES)
+
+    def formatException(self, ei) -> str:  # noqa: N802
+        text = super().formatException(ei)
+        return "\n".join("  " + line.translate(_ESCAPES) for line in text.split("\n"))
+
+    def formatStack(self, stack_info: str) -> str:  # noqa: N802
+        return "\n".join("  " + line.translate(_ESCAPES) for line in stack_info.split("\n"))
+
+
+# C0 controls (newlines included), DEL, C1 controls and the Unicode line/paragraph separators
+_ESCAPES = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)]} | {0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
 def _trace_ids() -> tuple[str, str] | None:
     """The current span's ids in W3C form (what collectors and the OTLP exporter show), if a span is active."""
     ctx = trace.get_current_span().get_span_context()
@@ -35,8 +58,7 @@ def _trace_ids() -> tuple[str, str] | None:
 
 def configure_logging(level: str = "info", fmt: str = "json") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else
-                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -172,3 +172,16 @@ def test_a_step_up_at_another_provider_does_not_upgrade_the_session(env):
         assert r.status_code == 303
         assert gw.admin("GET", f"/sessions/{sid}").json()["state"] == "step_up_required"
         assert session_sid(c) != sid
+
+
+def test_an_unverified_email_names_nobody_and_a_name_keeps_no_control_characters(env):
+    gw, idp = env
+    idp.set_user("oidc-erin", email="ceo@corp.test", name="Erin\x1b[2J\r\nforged line",
+                 extra_claims={"email_verified": False})
+    with httpx.Client(base_url=gw.url) as c:
+        assert oidc_login(c, idp, "/.ztgate/oidc/corp/start?next=/echo/x").status_code == 303
+        sid = session_sid(c)
+        claims = _assertion(c)
+    shown = gw.admin("GET", f"/sessions/{sid}").json()
+    assert shown["email"] == "" and claims.get("email", "") == ""
+    assert "\x1b" not in shown["name"] and "\n" not in shown["name"] and shown["name"].startswith("Erin")

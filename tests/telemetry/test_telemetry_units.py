@@ -187,3 +187,23 @@ def test_scored_records_history_on_the_telemetry_object():
     t.scored("s1", batch, _assessment(0.4, 120.0), 0.0005)
     assert t.history.points("s1")[0]["risk"] == 0.4 and t.history.sources("s1") == {"sensor": 1, "gateway": 1}
     assert "ztgate_scorer_seconds_count 1.0" in t.exposition().decode()
+
+
+def test_text_logs_keep_one_record_per_line_whatever_a_client_sends():
+    # an OIDC error_description or a WebAuthn origin reaches log messages: CR LF once forged whole records
+    import logging
+    import sys
+
+    from gateway.telemetry.logs import TextFormatter
+
+    fmt = TextFormatter()
+    forged = "x\r\n2099-01-01 00:00:00,000 INFO ztgate.login: session FAKE started\x1b[2K\u2028"
+    line = fmt.format(logging.LogRecord("ztgate.login", logging.WARNING, __file__, 1, "refused: %s", (forged,), None))
+    assert "\n" not in line and "\r" not in line and "\x1b" not in line and "\u2028" not in line
+    assert "\\x0d\\x0a2099" in line
+    try:
+        raise ValueError("origin " + forged)
+    except ValueError:
+        record = logging.LogRecord("ztgate.webauthn", logging.ERROR, __file__, 1, "refused", (), sys.exc_info())
+    lines = fmt.format(record).split("\n")
+    assert lines[0].endswith("refused") and all(rest.startswith("  ") for rest in lines[1:])
