@@ -148,7 +148,8 @@ class _Reader:
             raise ConfigError(self.path + (key,), f"expected a non-empty string, got {_kind(v)}")
         return v.strip()
 
-    def number(self, key: str, default: float, *, minimum: float | None = None, integer: bool = False) -> Any:
+    def number(self, key: str, default: float, *, minimum: float | None = None, maximum: float | None = None,
+               integer: bool = False, hint: str = "") -> Any:
         if key not in self.data or self.data[key] is None:
             return default
         v = self.data[key]
@@ -163,7 +164,12 @@ class _Reader:
             v = self._finite(key, v)
         if minimum is not None and v < minimum:
             raise ConfigError(self.path + (key,), f"must be at least {minimum}, got {v}")
+        if maximum is not None and v > maximum:
+            raise ConfigError(self.path + (key,), f"must be at most {maximum}, got {v}", hint)
         return int(v) if integer else float(v)
+
+    def timeout(self) -> float:
+        return self.number("timeout", 5.0, minimum=0.01, maximum=MAX_TIMEOUT, hint=_TIMEOUT_HINT)
 
     def _finite(self, key: str, v: int | float) -> float:
         # NaN passes every `<` check and infinity every minimum; either would reach a timeout or a backoff
@@ -195,6 +201,12 @@ class _Reader:
             raise ConfigError(self.path + (key,), "expected a mapping of header names to strings",
                               "e.g. headers: {Authorization: 'Bearer ${ZTGATE_SIEM_TOKEN}'}")
         return tuple(sorted(v.items()))
+
+
+# A delivery attempt must end while its lease (secevents.delivery.LEASE_TTL, 15 s) is still ours: the lease is renewed
+# before each attempt, and an attempt that outlived it would let a second replica deliver the same event alongside.
+MAX_TIMEOUT = 10.0
+_TIMEOUT_HINT = "an attempt must end well within the 15 s delivery lease; a slow receiver is retried, not waited for"
 
 
 def _outbox(raw: Any, path: KeyPath) -> OutboxConfig:
@@ -257,7 +269,7 @@ def _sink(raw: Any, path: KeyPath, min_backoff: float, max_backoff: float) -> Si
             raise ConfigError(path + ("secret",), f"is too short ({len(secret)} characters, need {MIN_SECRET_CHARS}+)",
                               "generate one with: python -c 'import secrets; print(secrets.token_hex(32))'")
         return WebhookSinkConfig(name=name or _default_name(kind, url), url=url, secret=secret,
-                                 timeout=r.number("timeout", 5.0, minimum=0.01), headers=r.headers("headers"), **common)
+                                 timeout=r.timeout(), headers=r.headers("headers"), **common)
     if kind == "redis_stream":
         url = r.string("url", required=True)
         if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
@@ -265,7 +277,7 @@ def _sink(raw: Any, path: KeyPath, min_backoff: float, max_backoff: float) -> Si
         stream = r.string("stream", "ztgate:security-events")
         return RedisStreamSinkConfig(name=name or _default_name(kind, url + stream), url=url, stream=stream,
                                      maxlen=r.number("maxlen", 100_000, minimum=1, integer=True),
-                                     timeout=r.number("timeout", 5.0, minimum=0.01), **common)
+                                     timeout=r.timeout(), **common)
     if kind == "jsonl":
         p = r.string("path", required=True)
         return JsonlSinkConfig(name=name or _default_name(kind, p), path=p,
@@ -275,7 +287,7 @@ def _sink(raw: Any, path: KeyPath, min_backoff: float, max_backoff: float) -> Si
     if kind == "otlp":
         endpoint = _http_url(r, "endpoint")
         return OtlpSinkConfig(name=name or _default_name(kind, endpoint), endpoint=endpoint,
-                              timeout=r.number("timeout", 5.0, minimum=0.01), headers=r.headers("headers"), **common)
+                              timeout=r.timeout(), headers=r.headers("headers"), **common)
     # syslog
     address = r.string("address", required=True)
     parts = urlsplit(address)
@@ -296,5 +308,5 @@ def _sink(raw: Any, path: KeyPath, min_backoff: float, max_backoff: float) -> Si
                           "a name (authpriv, local0 ... local7, audit, ...) or a number 0-23")
     return SyslogSinkConfig(name=name or _default_name(kind, address), transport=parts.scheme, host=parts.hostname,
                             port=port, cef=r.boolean("cef", False), facility=facility,
-                            app_name=r.string("app_name", "ztgate"), timeout=r.number("timeout", 5.0, minimum=0.01),
+                            app_name=r.string("app_name", "ztgate"), timeout=r.timeout(),
                             **common)

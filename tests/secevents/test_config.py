@@ -47,6 +47,9 @@ def test_defaults_and_full_example():
      ("sinks", 1, "name"), "duplicate"),
     ({"sinks": [{"type": "jsonl", "path": "/x", "max_bytes": -1}]}, ("sinks", 0, "max_bytes"), "at least"),
     ({"sinks": [{"type": "redis_stream", "url": "http://r"}]}, ("sinks", 0, "url"), "redis://"),
+    # an attempt longer than the 15 s delivery lease would let a second replica deliver the same event alongside
+    ({"sinks": [{"type": "webhook", "url": "https://x.example", "secret": SECRET, "timeout": 30}]},
+     ("sinks", 0, "timeout"), "at most"),
     ({"outbox": {"maxlen": "lots"}}, ("outbox", "maxlen"), "number"),
     ({"include_shadow": "yes"}, ("include_shadow",), "true or false"),
     ({"sinks": {"type": "jsonl"}}, ("sinks",), "list"),
