@@ -5,13 +5,14 @@ Pure functions: the addon gathers the facts, asks here, and applies the answer.
 
 from __future__ import annotations
 
-import fnmatch
 import functools
 import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 from urllib.parse import quote, urlsplit
+
+from policies.matching import path_matches
 
 from .control import pages
 from .store import SessionRecord, SessionState
@@ -59,14 +60,19 @@ def decide(record: SessionRecord | None, method: str, path: str) -> Outcome:
 
 
 def restriction_denies(restrictions: dict[str, Any], method: str, path: str) -> str | None:
+    """Why a restricted session may not send this request, or None. `path` is the request's decision path
+    (gateway/proxy/canonical.py decision_path); it is folded again here, which is harmless, so that a raw path
+    is at least compared case-insensitively and without ;params or a trailing slash."""
     method = method.upper()
     if restrictions.get("read_only") and method not in SAFE_METHODS:
         return f"{method} is not allowed while the session is read-only"
-    if method in {m.upper() for m in restrictions.get("deny_methods", ())}:
+    denied_methods = {m.upper() for m in restrictions.get("deny_methods", ())}
+    # a server answers HEAD as it answers GET, minus the body: a denied GET denies HEAD
+    if method in denied_methods or method == "HEAD" and "GET" in denied_methods:
         return f"{method} is not allowed for this session"
     plain = path.split("?", 1)[0]
     for pattern in restrictions.get("deny_paths", ()):
-        if plain.startswith(pattern) if not any(c in pattern for c in "*?[") else fnmatch.fnmatchcase(plain, pattern):
+        if path_matches(pattern, plain):
             return f"{plain} is not allowed for this session"
     return None
 
@@ -126,8 +132,7 @@ def answer(outcome: Outcome, *, browser: bool, path: str, cookie_name: str = "",
                       _json({"error": "session_terminated"}))
     if outcome.verdict == Verdict.UNAVAILABLE:
         body = pages.message("Temporarily unavailable", "ztgate cannot verify sessions right now. Try again shortly.")
-        return Answer(503, {"Retry-After": "5", "Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"},
-                      body.encode())
+        return Answer(503, {**PAGE_HEADERS, "Retry-After": "5"}, body.encode())
     raise ValueError(outcome.verdict)
 
 
@@ -162,8 +167,16 @@ def _redirect(location: str) -> Answer:
     return Answer(302, {"Location": location, "Cache-Control": "no-store", "Content-Length": "0"}, b"")
 
 
+# The headers of every page ztgate shows (gateway/control/common.py html() sets the same CSP and frame options; it
+# imports this module, so the values are repeated rather than imported). The pages have no scripts (control/pages).
+PAGE_HEADERS = {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store",
+                "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+                                           "frame-ancestors 'none'; base-uri 'none'",
+                "X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff"}
+
+
 def _html(status: int, text: str) -> Answer:
-    return Answer(status, {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store"}, text.encode())
+    return Answer(status, dict(PAGE_HEADERS), text.encode())
 
 
 def _json(data: dict) -> bytes:

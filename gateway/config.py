@@ -83,13 +83,19 @@ class Route:
     trusted_proxies: tuple[Network, ...] = ()
 
     def matches(self, host: str, path: str) -> bool:
+        """`host` and `path` as the proxy canonicalised them (gateway/proxy/canonical.py): a host in lower case
+        without port or trailing dot, a path decoded and without dot segments."""
         if self.host is not None:
-            if self.host.startswith("*."):
-                if not host.endswith(self.host[1:]):
+            pattern = self.host.lower().rstrip(".")  # host names are case-insensitive; "a.com." is "a.com"
+            if pattern.startswith("*."):
+                if not host.endswith(pattern[1:]):
                     return False
-            elif host != self.host:
+            elif host != pattern:
                 return False
-        return path.startswith(self.path_prefix)
+        # a prefix ends at a segment boundary: "/admin" is "/admin", "/admin/..." and "/admin;x" (a path
+        # parameter, which Tomcat strips), never "/administrator"; case-sensitive like most upstreams
+        prefix = self.path_prefix.rstrip("/")
+        return not prefix or path == prefix or path.startswith(prefix) and path[len(prefix)] in "/;"
 
 
 @dataclass(frozen=True)

@@ -20,15 +20,46 @@ def _get(context: Mapping[str, Any], root: str, key: str) -> Any:
     return getattr(section, key, None) if section is not None else None
 
 
+def fold_path(path: str) -> str:
+    """A path as `paths` patterns match it: without ;params in any segment (Tomcat ignores them), without a
+    trailing slash, lower-case (IIS ignores case). The gateway decodes and removes dot segments before this
+    (gateway/proxy/canonical.py); folding again is harmless, so a caller may pass either form."""
+    if ";" in path:
+        path = "/".join(segment.split(";", 1)[0] for segment in path.split("/"))
+    if len(path) > 1 and path.endswith("/"):
+        path = path.rstrip("/") or "/"
+    return path.lower()
+
+
+@lru_cache(maxsize=1024)
+def _fold_pattern(pattern: str) -> str:
+    # "/admin/" must also catch "/admin", which is what the upstream serves it as; patterns are matched
+    # case-insensitively like the paths
+    return fold_path(pattern) if not (_GLOB_CHARS & set(pattern)) else pattern.lower().rstrip("/") or "/"
+
+
 def path_matches(pattern: str, path: str) -> bool:
+    """Prefix (or glob) match of a folded pattern on a folded path: matching more is the safe side, since paths
+    only ever restrict or step up."""
+    pattern, path = _fold_pattern(pattern), fold_path(path)
     if _GLOB_CHARS & set(pattern):
         return fnmatch.fnmatchcase(path, pattern)
     return path.startswith(pattern)
 
 
+def fold_host(host: str) -> str:
+    """A host as `hosts` patterns match it: lower-case, without its port and one trailing dot; an IPv6 literal
+    without its brackets (fnmatch would read "[::1]" as a character class)."""
+    host = host.lower()
+    if host.startswith("[") and "]" in host:
+        return host[1:host.find("]")]
+    elif host.count(":") == 1:
+        host = host.rsplit(":", 1)[0]
+    return host[:-1] if host.endswith(".") else host
+
+
 def host_matches(pattern: str, host: str) -> bool:
-    host = host.lower().rsplit(":", 1)[0] if host.count(":") == 1 else host.lower()
-    return fnmatch.fnmatchcase(host, pattern.lower())
+    return fnmatch.fnmatchcase(fold_host(host), fold_host(pattern))
 
 
 def matches(match: Match, context: Mapping[str, Any]) -> bool:

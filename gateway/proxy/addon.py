@@ -26,7 +26,7 @@ from ..auth.tokens import ASSERTION_HEADER, TokenError
 from ..config import Route
 from ..sessions import NOT_CACHED
 from ..store import SessionRecord, StoreUnavailable
-from . import forwarded
+from . import canonical, forwarded
 from . import headers as fast_headers
 from .flowstate import FlowState
 from .rawtcp import RawTcp
@@ -121,10 +121,27 @@ class ZtgateAddon:
         gw, req = self.gw, flow.request
         seen = fast_headers.read(req.headers.fields)
         http1 = req.data.http_version.startswith(b"HTTP/1")
-        host_header = seen.values.get("host") if http1 else req.host_header
-        host = _host_only(host_header or "")
-        path = req.path
-        plain_path = path.split("?", 1)[0]
+        if http1 and req.data.authority:
+            # absolute form ("GET http://host/path"): the URI's authority is the host (RFC 9112 3.2.2), and the
+            # request goes on in origin form, so that the upstream cannot prefer another host than the one the
+            # gateway routed and decided on
+            host_header = req.data.authority.decode("utf-8", "surrogateescape")
+            req.data.authority = b""
+        else:
+            host_header = seen.values.get("host") if http1 else req.host_header
+        # One canonical host and path, decided on and forwarded, so that the gateway and the upstream cannot read
+        # the request differently (gateway/proxy/canonical.py)
+        raw_path, qmark, query = req.path.partition("?")
+        try:
+            host = canonical.canonical_host(host_header or "")
+            plain_path = canonical.canonical_path(raw_path)
+        except canonical.BadRequest as err:
+            flow.metadata["ztgate_verdict"] = "bad_request"
+            flow.response = http.Response.make(400, f"{err}\n".encode(), {"Content-Type": "text/plain"})
+            return
+        path = plain_path + qmark + query
+        if plain_path != raw_path:
+            req.path = path
         client = self._client(flow.client_conn, seen)
         client_ip, scheme = client.ip, client.scheme
 
@@ -153,13 +170,14 @@ class ZtgateAddon:
             if record is not None and (gw.sessions.idle_expired(record) or record.sub != claims.sub
                                        or access.superseded(claims, record)):
                 record = None
-        outcome = access.decide(record, req.method, path)
+        decided_path = canonical.decision_path(plain_path)  # what deny lists and policies compare
+        outcome = access.decide(record, req.method, decided_path)
         if outcome.verdict == Verdict.FORWARD and record is not None:
             change = access.client_change(record, client_ip, seen.get("user-agent"))
             if change is not None:
-                outcome = await self._client_changed(record, change, req.method, path)
+                outcome = await self._client_changed(record, change, req.method, decided_path)
         if outcome.verdict == Verdict.FORWARD and record is not None and gw.monitor.evaluates_requests(route):
-            outcome = await gw.monitor.check_request(record, route, req.method, plain_path, host, scheme,
+            outcome = await gw.monitor.check_request(record, route, req.method, decided_path, host, scheme,
                                                      seen.get("content-type"))
         if outcome.verdict != Verdict.FORWARD:
             self._answer(flow, outcome, access.wants_html(seen), path, scheme)  # a page for browsers, JSON else
@@ -176,7 +194,7 @@ class ZtgateAddon:
         # ztgate's own cookie or the bearer session token, and say who the client is.
         target = self._target(route)
         # An HTTP/1 request in origin form has its host only in the Host header, rewritten with the other fields;
-        # HTTP/2 and 3 (:authority) and absolute-form requests go through mitmproxy's setters instead.
+        # HTTP/2 and 3 (:authority) go through mitmproxy's setters instead (absolute form is origin form by now).
         direct = http1 and not req.data.authority
         if direct:
             new_host = (host_header.encode("utf-8", "surrogateescape") if host_header else None) \
@@ -185,7 +203,10 @@ class ZtgateAddon:
             new_host = None
         req.headers.fields = fast_headers.forwarded_fields(
             req.headers.fields, cookie_name=gw.config.session.cookie_name, forwarded=(client_ip, scheme, host),
-            assertion=gw.assertion_for(record, route), host=new_host, drop_authorization=bearer)
+            assertion=gw.assertion_for(record, route), host=new_host, drop_authorization=bearer,
+            connection=seen.values.get("connection", ""))
+        if direct and new_host and "host" not in seen.values:  # e.g. HTTP/1.0, or absolute form without Host
+            req.headers.fields += ((b"Host", new_host),)
         if direct:
             data = req.data
             data.scheme, data.host, data.port = target.scheme, target.host, target.port
@@ -375,12 +396,6 @@ class ZtgateAddon:
         sample = self.gw.connections.tcp_rtt(client_id)
         if sample is not None:
             self.gw.monitor.net_sample(sid, *sample)
-
-
-def _host_only(host_header: str) -> str:
-    if host_header.startswith("["):
-        return host_header[1:].split("]", 1)[0]
-    return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
 
 
 def _set_forwarded(headers: Any, host: str, scheme: str, client_ip: str) -> None:

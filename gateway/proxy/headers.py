@@ -8,6 +8,8 @@ Here the fields are read once into `Seen` and written once by `forwarded_fields`
 Headers API gives (`tests/gateway/test_proxy_headers.py` checks the two against each other). One deliberate
 difference from the code this replaced: a Cookie header without ztgate's cookie now passes byte for byte (it
 used to be re-joined and stripped of surrounding white space, which mitmproxy's parser has already removed).
+Beyond what the Headers API version did, every field a client could use to speak for the gateway or for a proxy
+in front of the upstream is dropped, and hop-by-hop fields with it (see forwarded_fields).
 """
 
 from __future__ import annotations
@@ -20,14 +22,39 @@ INTERNAL = b"x-ztgate-internal"
 _FORWARDED = (b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host")
 _FORWARDED_NAMES = (b"X-Forwarded-For", b"X-Forwarded-Proto", b"X-Forwarded-Host")
 # what forwarded_fields does with a field, by lower-case name: 0-2 are the _FORWARDED indexes
-_COOKIE, _HOST, _SPOOF, _AUTHORIZATION = 3, 4, 5, 6
+_COOKIE, _HOST, _SPOOF, _AUTHORIZATION, _CONNECTION, _UPGRADE, _TE = 3, 4, 5, 6, 7, 8, 9
+# Dropped from every client request (_SPOOF): what upstream frameworks read as the client's address, scheme, host or
+# URL (only the gateway may say who the client is), method overrides (a restricted session's denied DELETE must not
+# arrive as a POST saying "really DELETE"), and hop-by-hop fields (RFC 9110 7.6.1; Connection, Upgrade and TE are
+# rebuilt instead, see forwarded_fields).
+_DROPPED = (ASSERTION, INTERNAL, b"forwarded", b"x-real-ip", b"true-client-ip", b"x-client-ip", b"x-cluster-client-ip",
+            b"x-original-url", b"x-rewrite-url", b"x-http-method-override", b"x-http-method", b"x-method-override",
+            b"keep-alive", b"proxy-connection", b"proxy-authorization")
 _ACTIONS = {**{name: i for i, name in enumerate(_FORWARDED)}, b"cookie": _COOKIE, b"host": _HOST,
-            ASSERTION: _SPOOF, INTERNAL: _SPOOF, b"authorization": _AUTHORIZATION}
+            **{name: _SPOOF for name in _DROPPED}, b"authorization": _AUTHORIZATION, b"connection": _CONNECTION,
+            b"upgrade": _UPGRADE, b"te": _TE}
+# never dropped because the client's Connection header names them: the body's framing and the routing depend on them
+_FRAMING = frozenset({b"host", b"content-length", b"transfer-encoding"})
+_CONNECTION_KEPT = (b"close", b"keep-alive")  # what mitmproxy itself reads of Connection (it keeps connections by it)
 # what the access decision, the policies and the client binding read (values joined as Headers.get joins them),
 # by lower-case raw name
 _READ = {name: name.decode("ascii") for name in (b"host", b"accept", b"authorization", b"x-requested-with",
                                                    b"sec-fetch-mode", b"user-agent", b"content-type",
-                                                   b"x-forwarded-for", b"x-forwarded-proto")}
+                                                   b"x-forwarded-for", b"x-forwarded-proto", b"connection")}
+
+
+@functools.lru_cache(maxsize=1024)
+def _action(name: bytes) -> int | None:
+    """The action for a lower-case name not in _ACTIONS: the gateway's own namespace and every X-Forwarded-*
+    go, and so does a name with "_" that some server reads as a protected one (CGI/WSGI turn X_Ztgate_Assertion
+    into HTTP_X_ZTGATE_ASSERTION, the very variable X-Ztgate-Assertion becomes)."""
+    if name.startswith((b"x-ztgate-", b"x-forwarded-")):
+        return _SPOOF
+    if b"_" in name:
+        dashed = name.replace(b"_", b"-")
+        if dashed in _ACTIONS or _action(dashed) is not None:
+            return _SPOOF
+    return None
 
 
 @dataclass(slots=True)
@@ -90,22 +117,36 @@ def _cookie_prefix(cookie_name: str) -> bytes:
 
 
 def forwarded_fields(fields: tuple[tuple[bytes, bytes], ...], *, cookie_name: str, forwarded: tuple[str, str, str],
-                     assertion: str, host: bytes | None, drop_authorization: bool) -> tuple[tuple[bytes, bytes], ...]:
-    """The fields the upstream gets: X-Ztgate-Assertion and X-Ztgate-Internal from the client dropped (and
-    Authorization when it carried the session token), cookie `cookie_name` removed from the Cookie headers (a
-    header left empty goes), X-Forwarded-For / -Proto / -Host and the assertion set (the first field of a name
-    takes the value, later ones go, a missing one is added at the end: what Headers[name] = value does), and
-    Host set to `host` if the request has one and `host` is given (what Request.host/port do to an HTTP/1
-    request's Host header)."""
+                     assertion: str, host: bytes | None, drop_authorization: bool,
+                     connection: str = "") -> tuple[tuple[bytes, bytes], ...]:
+    """The fields the upstream gets: the client's X-Ztgate-*, forwarding, method-override and hop-by-hop fields
+    dropped (see _DROPPED and _action; and Authorization when it carried the session token), cookie `cookie_name`
+    removed from the Cookie headers (a header left empty goes), X-Forwarded-For / -Proto / -Host and the assertion
+    set (the first field of a name takes the value, later ones go, a missing one is added at the end: what
+    Headers[name] = value does), and Host set to `host` if the request has one and `host` is given (what
+    Request.host/port do to an HTTP/1 request's Host header).
+
+    `connection` is the client's Connection header (several joined with ", "). The fields it names go (RFC 9110
+    7.6.1: they were meant for the gateway), except those the body's framing and the route depend on, and the
+    Connection header itself is rebuilt from what the gateway acts on: close and keep-alive (mitmproxy reads them
+    from these very fields to keep or close the client's connection), and upgrade with an `Upgrade: websocket`
+    (the only protocol mitmproxy can switch to; an `Upgrade: h2c` would tunnel past the gateway). TE passes only
+    as "trailers", the one value HTTP/2 allows (gRPC needs it)."""
     cookie_prefix = _cookie_prefix(cookie_name)
     client_ip, scheme, forwarded_host = forwarded
     fwd_values = (client_ip.encode("utf-8", "surrogateescape"), scheme.encode("utf-8", "surrogateescape"),
                   forwarded_host.encode("utf-8", "surrogateescape"))
     fwd_done = [False, False, False]
     host_done = False
+    named = _connection_names(connection) if connection else frozenset()
     out: list[tuple[bytes, bytes]] = []
     for raw_name, value in fields:
-        action = _ACTIONS.get(raw_name.lower())
+        name = raw_name.lower()
+        action = _ACTIONS.get(name)
+        if action is None:
+            action = _action(name)
+        if named and name in named and name not in _FRAMING and action not in (_CONNECTION, _UPGRADE):
+            continue
         if action is None or (action == _AUTHORIZATION and not drop_authorization) or (
                 action == _HOST and host is None):
             out.append((raw_name, value))
@@ -126,9 +167,37 @@ def forwarded_fields(fields: tuple[tuple[bytes, bytes], ...], *, cookie_name: st
             if not host_done:
                 host_done = True
                 out.append((raw_name, host))  # type: ignore[arg-type]
-        # else: spoofed, or the bearer session token: dropped
+        elif action == _CONNECTION:
+            kept = _connection_kept(connection, _websocket_upgrade(fields))
+            if kept:
+                out.append((raw_name, kept))
+                connection = ""  # several Connection fields become one
+        elif action == _UPGRADE:
+            if b"upgrade" in named and value.strip().lower() == b"websocket":
+                out.append((raw_name, value))
+        elif action == _TE:
+            if value.strip().lower() == b"trailers":
+                out.append((raw_name, value))
+        # else: spoofed, hop-by-hop, or the bearer session token: dropped
     for i, done in enumerate(fwd_done):
         if not done:
             out.append((_FORWARDED_NAMES[i], fwd_values[i]))
     out.append((b"X-Ztgate-Assertion", assertion.encode("ascii")))
     return tuple(out)
+
+
+@functools.lru_cache(maxsize=256)
+def _connection_names(connection: str) -> frozenset[bytes]:
+    return frozenset(t.strip().lower().encode("latin-1", "replace") for t in connection.split(",") if t.strip())
+
+
+def _websocket_upgrade(fields: tuple[tuple[bytes, bytes], ...]) -> bool:
+    return any(n.lower() == b"upgrade" and v.strip().lower() == b"websocket" for n, v in fields)
+
+
+def _connection_kept(connection: str, websocket: bool) -> bytes:
+    names = _connection_names(connection) if connection else frozenset()
+    kept = [token for token in _CONNECTION_KEPT if token in names]
+    if websocket and b"upgrade" in names:
+        kept.append(b"Upgrade")
+    return b", ".join(kept)
