@@ -111,6 +111,13 @@ class CaptureHub:
         self._after(state, result, filt)
 
     def _after(self, state: "FlowState", result: Any, filt: Filter) -> None:
+        if result.opaque and not state.extra.get("opaque_seen"):
+            # from here on this stream's input is not scored: one malformed message is enough for that, so the
+            # admin must hear of it (the reason names a parser check, never the stream's content)
+            state.extra["opaque_seen"] = True
+            self.gw.telemetry.count("ztgate_capture_opaque_total", kind=state.route.kind)
+            log.warning("session %s: %s stream no longer parsed (%s); its input is not scored from here on",
+                        state.sid, state.route.kind, result.reason)
         if result.opaque and filt.active and not state.extra.get("opaque_cut"):
             # The stream can no longer be filtered: with a restriction in force, the only safe answer is to cut.
             state.extra["opaque_cut"] = True

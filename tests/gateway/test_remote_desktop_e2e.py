@@ -397,6 +397,7 @@ def test_a_key_guacd_would_read_but_the_gateway_cannot_is_not_let_through_a_hold
         assert env.guac_stats(label)["key_down"] == 1
 
     asyncio.run(session())
+    assert f"session {sid}: guacamole stream no longer parsed (non-numeric argument)" in env.gw.proc.log()
 
 
 def _totp_step_up(client: httpx.Client, user) -> None:
