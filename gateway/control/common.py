@@ -76,7 +76,8 @@ def html(text: str, status: int = 200) -> HTMLResponse:
                                                            "Content-Security-Policy": "default-src 'none'; "
                                                            "style-src 'unsafe-inline'; form-action 'self'; "
                                                            "frame-ancestors 'none'; base-uri 'none'",
-                                                           "X-Frame-Options": "DENY"})
+                                                           "X-Frame-Options": "DENY",
+                                                           "X-Content-Type-Options": "nosniff"})
 
 
 def problem(status: int, error: str, description: str = "", **extra: Any) -> JSONResponse:

@@ -131,9 +131,15 @@ def _retry(request: Request, error: str, next_url: str, status: int) -> Response
 
 
 def _route_name(request: Request, next_url: str) -> str:
+    """The route the sign-in is for, chosen as the proxy chooses routes (canonical host and path)."""
+    from ..proxy.canonical import BadRequest, canonical_host, canonical_path
+
     gw = gateway(request)
     host = request.headers.get("x-forwarded-host") or request.headers.get("host", "")
-    route = gw.config.route_for(host.split(":")[0], next_url.split("?")[0])
+    try:
+        route = gw.config.route_for(canonical_host(host), canonical_path(next_url.split("?")[0]))
+    except BadRequest:
+        return ""
     return route.name if route else ""
 
 
