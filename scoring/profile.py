@@ -9,7 +9,14 @@ self_consistency: how well parts of the enrolment predict each other), which nor
 user. It is a property of the enrolment and stays as it is when sessions are learned.
 
 Drift control: `learn()` merges a session's statistics only when the session raised nothing (`summary.flagged` is
-False), and counts per feature are capped so that old behaviour fades instead of outvoting recent behaviour.
+False) and its typing was judged by the cadence model over as many keystrokes as the impostor policy needs, with the
+evidence never past half its alarm level; a session can add at most a fraction of what the profile already holds
+per feature, and counts per feature are capped so that old behaviour fades instead of outvoting recent behaviour.
+Without the first two, dozens of short sessions too short to be judged (a logout counts as clean) handed a victim's
+profile over to an impostor; without the share, one long session that barely passed could move it most of the way.
+
+A stored profile is range-checked when loaded and before it is written (`check_ranges`): counts within the feature
+memory, means within the log-millisecond range the scorer measures, variances within what such values can spread.
 """
 
 from __future__ import annotations
@@ -34,8 +41,29 @@ _OLD_KEY_FEATURES = F.N_DWELL + F.N_FLIGHT
 PROFILE_MAX_BYTES = 64 * 1024
 # a feature never weighs more than this many observations: learning keeps following slow drift
 FEATURE_MEMORY = 400.0
-# `learn` refuses sessions with less evidence than this: a handful of keystrokes would only add noise
-MIN_LEARN_KEYSTROKES = 20
+# `learn` refuses sessions whose cadence was judged over fewer keystrokes than the shipped impostor rule needs before
+# it may act (policies/defaults/behaviour.yaml, impostor-typing: evidence.keystrokes >= 40): a session shorter than
+# that can never be stepped up for its rhythm, so it cannot vouch for it either
+MIN_LEARN_KEYSTROKES = 40
+# ... and sessions whose peak cadence evidence reached this fraction of the alarm level (score ~0.02 there): a session
+# that came anywhere near the alarm is not evidence of the user's own typing
+LEARN_MAX_PEAK = 0.5
+# one session adds at most this share of the profile's own count per feature (at least LEARN_MIN_COUNT observations,
+# so that features the profile lacks can still be learned): a learned session moves a mean at most 1/5 of the way
+LEARN_MAX_SHARE = 0.25
+LEARN_MIN_COUNT = 4.0
+
+# Plausible values of a stored profile. Key and reaction features are log(ms) of intervals clamped at 1 ms and below
+# 1.5 s (keys) or ~3 s (reactions): 0 .. 8.1; pointer features are a straightness in 0..1 and logs of px/ms and Hz,
+# which stay well within +-100 for any float32 input. Values in range cannot spread more than (range / 2)^2 per
+# observation (16 for log ms). Anything beyond was not written by enrol/learn, and either silences the model (a count
+# of 3e38 outvotes every session observation) or breaks the profile later (a mean of 1e30 squares past float32 when
+# learned, and the profile written back no longer loads).
+LOG_MS_RANGE = (-1.0, 10.0)
+POINTER_RANGE = (-100.0, 100.0)
+LOG_MS_VAR_MAX = 25.0
+POINTER_VAR_MAX = 1.0e4
+_SLACK = 1.0 + 1e-5  # float32 rounding of values at a bound
 
 N_POINTER_FEATURES = 3  # straightness, log speed (px/ms), log sampling rate (Hz)
 
@@ -142,6 +170,11 @@ class Profile:
         return int(self.stats.react_n.sum())
 
     def to_bytes(self) -> bytes:
+        # never write what from_bytes would refuse: a stored profile that does not load is a lost profile
+        self.stats.validate()
+        check_ranges(self.stats)
+        if math.isinf(self.cadence_self):
+            raise ProfileError("cadence self-consistency: infinite")
         head = _HEADER.pack(PROFILE_MAGIC, PROFILE_VERSION, 0, min(self.sessions, 2**32 - 1))
         body = np.concatenate(self.stats.arrays()).astype("<f4").tobytes()
         return head + body + _TRAILER.pack(self.cadence_self)
@@ -180,7 +213,28 @@ class Profile:
             pos += stored
         stats = TimingStats(*arrays)
         stats.validate()
+        check_ranges(stats)
         return cls(stats=stats, sessions=int(sessions), version=PROFILE_VERSION, cadence_self=float(cadence_self))
+
+
+def check_ranges(stats: TimingStats) -> None:
+    """Raises ProfileError unless `stats` (finite, non-negative counts and M2: TimingStats.validate) hold what enrol
+    and learn can produce: counts at most FEATURE_MEMORY, means and variances within the bounds above. For profiles
+    only: a session's own statistics are not capped."""
+    for prefix, (lo, hi), var_max in (
+        ("key", LOG_MS_RANGE, LOG_MS_VAR_MAX),
+        ("react", LOG_MS_RANGE, LOG_MS_VAR_MAX),
+        ("pointer", POINTER_RANGE, POINTER_VAR_MAX),
+    ):
+        n = getattr(stats, f"{prefix}_n")
+        mean = getattr(stats, f"{prefix}_mean")
+        m2 = getattr(stats, f"{prefix}_m2")
+        if np.any(n > FEATURE_MEMORY * _SLACK):
+            raise ProfileError(f"{prefix}_n: counts over the feature memory ({FEATURE_MEMORY:g})")
+        if np.any(mean < lo * _SLACK) or np.any(mean > hi * _SLACK):
+            raise ProfileError(f"{prefix}_mean: values outside {lo:g} .. {hi:g}")
+        if np.any(m2 > var_max * n * _SLACK):
+            raise ProfileError(f"{prefix}_m2: spread beyond {var_max:g} per observation")
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,12 +245,18 @@ class SessionSummary:
     flagged: bool
     keystrokes: int
     seconds: float
+    # keystrokes over which the cadence signal was sufficient (0: never judged), and the peak cadence evidence as a
+    # fraction of its alarm level (inf: never judged); the defaults make a summary that says nothing unlearnable
+    cadence_keystrokes: int = 0
+    cadence_peak: float = math.inf
 
     def to_dict(self) -> dict:
         return {
             "flagged": self.flagged,
             "keystrokes": self.keystrokes,
             "seconds": round(self.seconds, 3),
+            "cadence_keystrokes": self.cadence_keystrokes,
+            "cadence_peak": self.cadence_peak if math.isfinite(self.cadence_peak) else None,
             "stats": {name: getattr(self.stats, name).round(5).tolist() for name, _ in _ARRAY_SIZES},
         }
 
@@ -204,7 +264,9 @@ class SessionSummary:
     def from_dict(cls, d: dict) -> "SessionSummary":
         try:
             stats = TimingStats(*(np.asarray(d["stats"][name], dtype=np.float64) for name, _ in _ARRAY_SIZES))
-            summary = cls(stats, bool(d["flagged"]), int(d["keystrokes"]), float(d["seconds"]))
+            peak = d.get("cadence_peak")
+            summary = cls(stats, bool(d["flagged"]), int(d["keystrokes"]), float(d["seconds"]),
+                          int(d.get("cadence_keystrokes", 0)), math.inf if peak is None else float(peak))
         except (KeyError, TypeError, ValueError) as exc:
             raise ProfileError(f"invalid session summary: {exc}") from exc
         stats.validate()
@@ -220,11 +282,36 @@ def merged_capped(base: TimingStats, extra: TimingStats) -> TimingStats:
 
 
 def learn(profile: Profile, summary: SessionSummary) -> Profile:
-    """Merges a clean session into the profile. A flagged session, or one with too little evidence, changes nothing."""
+    """Merges a clean session into the profile. A session that was flagged, that the cadence model did not judge over
+    MIN_LEARN_KEYSTROKES, or whose cadence evidence reached LEARN_MAX_PEAK of the alarm, changes nothing."""
     if not isinstance(summary, SessionSummary):
         raise TypeError("learn() needs a SessionSummary from SessionScorer.summary()")
     summary.stats.validate()
-    if summary.flagged or summary.keystrokes < MIN_LEARN_KEYSTROKES:
+    if not learnable(summary):
         return profile
-    stats = merged_capped(profile.stats, summary.stats)
+    stats = merged_capped(profile.stats, bounded_share(profile.stats, summary.stats))
     return Profile(stats=stats, sessions=profile.sessions + 1, version=profile.version, cadence_self=profile.cadence_self)
+
+
+def learnable(summary: SessionSummary) -> bool:
+    """Whether `learn` would take the session in (see MIN_LEARN_KEYSTROKES and LEARN_MAX_PEAK)."""
+    return (
+        not summary.flagged
+        and summary.cadence_keystrokes >= MIN_LEARN_KEYSTROKES
+        and summary.cadence_peak < LEARN_MAX_PEAK  # False for NaN too
+    )
+
+
+def bounded_share(profile: TimingStats, session: TimingStats) -> TimingStats:
+    """The session's statistics with each feature's count cut to LEARN_MAX_SHARE of the profile's (at least
+    LEARN_MIN_COUNT): means and variances are kept, only the weight the session gets when merged shrinks."""
+    out = session.copy()
+    for prefix in ("key", "react", "pointer"):
+        n = getattr(out, f"{prefix}_n")
+        m2 = getattr(out, f"{prefix}_m2")
+        limit = np.maximum(LEARN_MAX_SHARE * getattr(profile, f"{prefix}_n"), LEARN_MIN_COUNT)
+        over = n > limit
+        if np.any(over):
+            m2[over] *= limit[over] / n[over]
+            n[over] = limit[over]
+    return out

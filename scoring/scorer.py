@@ -173,7 +173,13 @@ class SessionScorer:
 
     def summary(self) -> SessionSummary:
         self._flush_stats()
-        return SessionSummary(self.stats.copy(), self.flagged, self.stats.keystrokes, self._seconds())
+        # what learning needs to know of the cadence judgement: a session it never judged, or judged close to the
+        # alarm, must not train the profile (scoring.profile.learnable)
+        evidence = self._evidence()
+        judged = self.cadence.signal(evidence).sufficient
+        peak = float(self.cadence.stat[2]) / max(float(self.cadence.prior.alarm), 1e-6) if judged else math.inf
+        return SessionSummary(self.stats.copy(), self.flagged, self.stats.keystrokes, self._seconds(),
+                              evidence.keystrokes if judged else 0, peak)
 
     def session_stats(self) -> TimingStats:
         self._flush_stats()
@@ -223,8 +229,8 @@ class SessionScorer:
 
     @classmethod
     def from_bytes(cls, state: bytes, profile: Profile | None, population: Population | None = None) -> SessionScorer:
-        arrays = statecodec.decode(state, STATE_VERSION)
         try:
+            arrays = statecodec.decode(state, STATE_VERSION)
             scalars = arrays["scalars"]
             expected = float(scalars[_S_EXPECTED])
             scorer = cls(profile, None if math.isnan(expected) else expected, population)

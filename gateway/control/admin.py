@@ -195,7 +195,10 @@ async def profile(request: Request, who: str) -> Response:
     blob = await gw.store.get_profile(user)
     if blob is None:
         return problem(404, "not_found", "no profile for this user")
-    prof = scoring.Profile.from_bytes(blob)
+    try:
+        prof = scoring.Profile.from_bytes(blob)
+    except Exception as exc:  # stored but unusable (corrupt, out of range, an old version): say so, do not fail
+        return problem(422, "bad_profile", f"the stored profile does not load: {exc}"[:300])
     summary = prof.describe() if hasattr(prof, "describe") else {}
     return JSONResponse({"user": user, "bytes": len(blob), "summary": summary})
 

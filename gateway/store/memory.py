@@ -107,6 +107,12 @@ class MemoryStore:
     async def put_profile(self, user: str, blob: bytes) -> None:
         self._profiles[user] = bytes(blob)
 
+    async def create_profile(self, user: str, blob: bytes) -> bool:
+        if user in self._profiles:
+            return False
+        self._profiles[user] = bytes(blob)
+        return True
+
     async def delete_profile(self, user: str) -> bool:
         return self._profiles.pop(user, None) is not None
 

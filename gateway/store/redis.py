@@ -230,6 +230,14 @@ class RedisStore:
         pipe.sadd(f"{self.prefix}profiles", user)
         await self._call(pipe.execute)
 
+    async def create_profile(self, user: str, blob: bytes) -> bool:
+        # SET NX decides atomically; adding the user to the index either way is harmless (the profile exists)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.set(f"{self.prefix}profile:{user}", blob, nx=True)
+        pipe.sadd(f"{self.prefix}profiles", user)
+        created, _ = await self._call(pipe.execute)
+        return bool(created)
+
     async def delete_profile(self, user: str) -> bool:
         pipe = self._redis.pipeline(transaction=True)
         pipe.delete(f"{self.prefix}profile:{user}")

@@ -67,6 +67,20 @@ async def test_profiles_and_locks(store):
     assert await store.user_lock("carol") is None
 
 
+async def test_create_profile_never_overwrites(store):
+    """Enrolment writes create-if-absent: a profile enrolled by another session or imported meanwhile stays."""
+    assert await store.create_profile("erin", b"first")
+    assert not await store.create_profile("erin", b"second")
+    assert await store.get_profile("erin") == b"first"
+    assert await store.list_profiles() == ["erin"]
+    await store.put_profile("erin", b"imported")  # an admin import still replaces it
+    assert not await store.create_profile("erin", b"third")
+    assert await store.get_profile("erin") == b"imported"
+    assert await store.delete_profile("erin")
+    assert await store.create_profile("erin", b"again")
+    assert await store.get_profile("erin") == b"again" and await store.list_profiles() == ["erin"]
+
+
 async def test_locks_are_listed_and_lifted(store):
     now = time.time()
     await store.lock_user("bob", now + 60, "too many failed sign-ins")
