@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 import scoring
-from scoring.events import Kind, Source, concat, empty, make_batch, sanitize
+from scoring.events import MAX_BATCH, Kind, Source, concat, empty, make_batch, sanitize
 from scoring.signals import Assessment
 
 from .access import Outcome, Verdict
@@ -34,6 +34,9 @@ log = logging.getLogger("ztgate.monitor")
 _PERSIST_EVERY = 1.0  # seconds between assessment writes per session
 _ENROL_MAX_EVENTS = 20_000  # bound on the enrolment buffer of one session
 _FLUSH_AFTER = 0.1  # seconds input waits to be scored with what follows it
+# events one session may queue for one flush (a few scorer updates of MAX_BATCH); a person produces a few hundred in
+# 100 ms at most, so the excess is a flood, dropped and counted rather than scored at any CPU cost
+_PENDING_MAX_EVENTS = 4 * MAX_BATCH
 
 
 @dataclass
@@ -43,6 +46,9 @@ class LiveSession:
     scorer: Any  # scoring.SessionScorer
     profile: Any  # scoring.Profile | None
     integrity: Any  # gateway.sensor.integrity.SensorIntegrity | None
+    # False when the store could not say whether the user has a profile (down, or the stored one does not load):
+    # the session is scored without one, but neither enrols a new profile (it would replace the real one) nor learns
+    learning: bool = True
     assessment: Assessment | None = None
     last_persist: float = 0.0
     enrol: list[np.ndarray] = field(default_factory=list)
@@ -56,6 +62,7 @@ class Monitor:
         self.gw = gw
         self._live: dict[str, LiveSession] = {}
         self._pending: dict[str, list[np.ndarray]] = {}
+        self._pending_events: dict[str, int] = {}
         self._flushing: set[str] = set()
         self._errors_logged: dict[str, float] = {}  # "policy/rule" -> when its last runtime error was logged
 
@@ -72,18 +79,23 @@ class Monitor:
         if record is None or record.terminated:
             return None
         profile = None
+        learning = True  # only while the store has said definitively what the user's profile is (or that there is none)
         try:
             blob = await self.gw.store.get_profile(record.sub)
-            if blob:
+            if blob is not None:
                 profile = scoring.Profile.from_bytes(blob)
         except StoreUnavailable:
-            log.warning("profile of %s unavailable (store down): scoring with population baselines", record.sub)
+            learning = False
+            log.warning("profile of %s unavailable (store down): scoring session %s with population baselines, "
+                        "without enrolment or learning", record.sub, sid)
         except Exception as exc:  # a corrupt or old profile must not stop scoring
-            log.error("profile of %s unreadable (%s): scoring with population baselines", record.sub, exc)
+            learning = False
+            log.error("profile of %s unreadable (%s): scoring session %s with population baselines, without "
+                      "enrolment or learning (reset or re-import the profile)", record.sub, exc, sid)
         expected = self._expectations(record)
         scorer = scoring.SessionScorer(profile, expected_rtt_ms=expected)
         entry = LiveSession(sid=sid, user=record.sub, scorer=scorer, profile=profile,
-                            integrity=self.gw.new_integrity())
+                            integrity=self.gw.new_integrity(), learning=learning)
         self._live[sid] = entry
         self.gw.telemetry.gauge("ztgate_scored_sessions", len(self._live))
         return entry
@@ -128,8 +140,14 @@ class Monitor:
     def submit(self, sid: str, batch: np.ndarray) -> None:
         """Queues input for the session's scorer; flushed every ~100 ms so that a burst of small messages costs
         one scorer update and one policy evaluation, not one per message."""
-        pending = self._pending.setdefault(sid, [])
-        pending.append(batch)
+        queued = self._pending_events.get(sid, 0)
+        room = _PENDING_MAX_EVENTS - queued
+        if len(batch) > room:
+            self.gw.telemetry.count("ztgate_events_overflow_total", value=len(batch) - max(room, 0))
+            batch = batch[: max(room, 0)]
+        if len(batch):
+            self._pending.setdefault(sid, []).append(batch)
+            self._pending_events[sid] = queued + len(batch)
         if sid not in self._flushing:
             self._flushing.add(sid)
             self.gw.spawn(self._flush_later(sid), name="ztgate-score-flush")
@@ -138,6 +156,7 @@ class Monitor:
         await asyncio.sleep(_FLUSH_AFTER)
         self._flushing.discard(sid)
         batches = self._pending.pop(sid, [])
+        self._pending_events.pop(sid, None)
         if batches:
             await self.ingest(sid, concat(batches))
 
@@ -156,12 +175,21 @@ class Monitor:
             self.gw.telemetry.count("ztgate_events_dropped_total", value=dropped)
         if len(clean) == 0:
             return entry.assessment
-        started = time.perf_counter()
-        entry.assessment = entry.scorer.update(clean)
-        self.gw.telemetry.scored(sid, clean, entry.assessment, time.perf_counter() - started)
-        if entry.profile is None and not entry.scorer.flagged:
-            self._collect_enrolment(entry, clean)
-        await self.evaluate(sid)
+        # the scorer takes at most MAX_BATCH events per update (a flush can hold more): in order, each chunk decided
+        for start in range(0, len(clean), MAX_BATCH):
+            chunk = clean[start : start + MAX_BATCH]
+            started = time.perf_counter()
+            refused_before = entry.scorer.dropped_events
+            entry.assessment = entry.scorer.update(chunk)
+            self.gw.telemetry.scored(sid, chunk, entry.assessment, time.perf_counter() - started)
+            refused = entry.scorer.dropped_events - refused_before
+            if refused and entry.integrity is not None and entry.scorer.key_source == Source.SENSOR:
+                # sensor inputs the scorer would not take (stamped before input it already had): a sensor's own
+                # batches race by milliseconds at most, so repeated refusals mean its clock was set to blind us
+                entry.integrity.inputs_refused(refused, time.time())
+            if entry.profile is None and entry.learning and not entry.scorer.flagged:
+                self._collect_enrolment(entry, chunk)
+            await self.evaluate(sid)
         return entry.assessment
 
     def net_sample(self, sid: str, rtt_ms: float, rttvar_ms: float) -> None:
@@ -303,13 +331,19 @@ class Monitor:
         entry.enrol_events += len(keep)
         entry.enrol_keys += int(np.count_nonzero(keep["kind"] == Kind.KEY_DOWN))
         if entry.enrol_keys >= self.gw.config.scoring.enrol_keystrokes:
-            self.gw.spawn(self._enrol(entry), name="ztgate-enrol")
+            # taken now, not in the task: input flushed before the task runs must not start a second enrolment
+            batches, entry.enrol, entry.enrol_events = entry.enrol, [], _ENROL_MAX_EVENTS
+            self.gw.spawn(self._enrol(entry, batches), name="ztgate-enrol")
 
-    async def _enrol(self, entry: LiveSession) -> None:
-        batches, entry.enrol, entry.enrol_events = entry.enrol, [], _ENROL_MAX_EVENTS
+    async def _enrol(self, entry: LiveSession, batches: list[np.ndarray]) -> None:
         try:
             profile = scoring.enrol_session(batches)
-            await self.gw.store.put_profile(entry.user, profile.to_bytes())
+            # create, never replace: a profile enrolled by another session or imported by an admin since this
+            # session started is the user's, and this session's typist has proved nothing against it
+            if not await self.gw.store.create_profile(entry.user, profile.to_bytes()):
+                log.warning("%s already has a typing profile: the one enrolled in session %s was discarded",
+                            entry.user, entry.sid)
+                return
             entry.profile = profile
             log.info("enrolled a typing profile for %s from %d keystrokes", entry.user, entry.enrol_keys)
         except StoreUnavailable:
@@ -318,10 +352,12 @@ class Monitor:
             log.exception("enrolment of %s failed", entry.user)
 
     async def _learn(self, entry: LiveSession) -> None:
-        if not self.gw.config.scoring.learn or entry.profile is None or entry.scorer.flagged:
+        if not self.gw.config.scoring.learn or not entry.learning or entry.profile is None or entry.scorer.flagged:
             return
         try:
             profile = scoring.learn(entry.profile, entry.scorer.summary())
+            if profile is entry.profile:
+                return  # nothing learned: writing the old profile back could undo a reset or import meanwhile
             await self.gw.store.put_profile(entry.user, profile.to_bytes())
         except StoreUnavailable:
             pass

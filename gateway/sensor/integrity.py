@@ -13,6 +13,10 @@ text, requests, refused tokens); `signal()` turns it into a Signal. Checks:
   key_rate            more than `max_keys_per_s` key presses per second sustained over `key_rate_window_s`
   pointer_rate        pointer events faster than the sensor ever sends them (it caps moves at ~66/s)
   token_*             tokens refused: another session's (strong), forged/malformed (strong), expired (weak)
+  inputs_refused      batches whose inputs the scorer refused as older than input it already had: one input
+                      stamped far in the future once made it refuse every later key of the session, so the
+                      detectors saw nothing while the keys above still counted as reported (a sensor's own
+                      batches only race each other by milliseconds, around a page change)
 
 The weights are judgement, not calibration: there is no labelled data on tampered sensors. Each check's
 contribution is 1 - (1 - w)^count, combined as a noisy-OR. All times `t` are gateway Unix seconds; event times are
@@ -56,6 +60,7 @@ class IntegrityConfig:
     w_token_other_session: float = 0.9
     w_token_forged: float = 0.7
     w_token_expired: float = 0.1
+    w_inputs_refused: float = 0.25
 
     def __post_init__(self) -> None:
         for name in self.__dataclass_fields__:
@@ -170,6 +175,7 @@ class SensorIntegrity:
                 "seq_replays",
                 "seq_late",
                 "requests",
+                "inputs_refused",
             ),
             0,
         )
@@ -237,6 +243,12 @@ class SensorIntegrity:
         self._pointer_rate.add(events["t_src"][np.isin(kinds, POINTER_KINDS)])
         self._settle(t)
 
+    def inputs_refused(self, count: int, t: float) -> None:
+        """The scorer refused `count` of a batch's sensor inputs (stamped before input it already had)."""
+        if count > 0:
+            self._tick(t)
+            self.counts["inputs_refused"] += 1
+
     def pong(self, page_id: str, t: float) -> None:
         self._tick(t)
         self._contact(page_id, t)
@@ -289,6 +301,8 @@ class SensorIntegrity:
              "forged or malformed sensor token presented"),
             ("token_expired", n["token_expired"] + n["token_not_yet_valid"], c.w_token_expired,
              "expired sensor token presented"),
+            ("inputs_refused", n["inputs_refused"], c.w_inputs_refused,
+             "sensor input stamped before input already scored (a clock jumped, or was set to blind the scorer)"),
         ]
         clean = 1.0
         parts = []

@@ -224,3 +224,19 @@ def test_signal_serialises():
     integ.page_served("p1", T0)
     d = integ.signal(T0).to_dict()
     assert d["name"] == "sensor" and isinstance(d["details"]["pages_served"], float)
+
+
+def test_inputs_the_scorer_refused_are_evidence_of_tampering():
+    # one event stamped far in the future made the scorer refuse every later key as late: the keys still counted
+    # as reported here, so nothing showed; now each batch with refused inputs counts
+    integ = SensorIntegrity()
+    integ.page_served("p1", T0)
+    integ.batch("p1", 1, keys(5), T0, time_origin=S0)
+    integ.inputs_refused(1, T0)  # a race around a page change: one episode stays below the sensor-tampered level
+    assert integ.signal(T0).score < 0.5
+    for _ in range(3):
+        integ.inputs_refused(10, T0)
+    s = integ.signal(T0)
+    assert s.score >= 0.5 and s.details["inputs_refused"] == 4 and "clock jumped" in s.explanation
+    integ.inputs_refused(0, T0)
+    assert integ.signal(T0).details["inputs_refused"] == 4
