@@ -142,11 +142,20 @@ class FileOutbox:
             with open(path, "r+b") as f:
                 f.truncate(end)
                 os.fsync(f.fileno())
-        head = first - 1
         lines = data[:end].splitlines()
+        # one record a line, numbered on: the head is the last readable record's seq plus the lines after it. A
+        # corrupt last line (a bad disk block) once stopped the gateway from starting; its number stays used, so
+        # no new record takes a position a sink may already have passed
+        for back, line in enumerate(reversed(lines)):
+            rec = _parse_line(line)
+            if rec is not None:
+                if back:
+                    log.error("events outbox: the last %d line(s) of %s are not records; they are skipped", back, path)
+                return int(rec.pos) + back
         if lines:
-            head = int(json.loads(lines[-1])["seq"])
-        return head
+            log.error("events outbox: no line of %s is a record; numbering goes on after its %d lines", path,
+                      len(lines))
+        return first - 1 + len(lines)
 
     def _open_active(self) -> None:
         segs = _segments(self.dir)

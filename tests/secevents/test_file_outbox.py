@@ -78,3 +78,20 @@ async def test_damaged_lines_are_reported_counted_and_the_records_after_them_del
     assert any("longer than the record limit" in m for m in reported)
     assert any("torn line" in m for m in reported)
 
+
+
+async def test_a_corrupt_last_line_does_not_stop_the_outbox_and_its_number_stays_used(tmp_path, caplog):
+    # recovery parsed the newest segment's last line unguarded: a bad block there stopped the gateway from starting
+    ob = FileOutbox(tmp_path / "outbox")
+    for i in range(1, 4):
+        await ob.append(envelope(i))
+    await ob.close()
+    [(_, path)] = _segments(tmp_path / "outbox")
+    path.write_bytes(path.read_bytes() + b"\x00\x13garbage that was a record\n")
+    with caplog.at_level(logging.ERROR, logger="ztgate.events"):
+        ob = FileOutbox(tmp_path / "outbox")
+    assert any("are not records" in r.getMessage() for r in caplog.records)
+    await ob.append(envelope(5))
+    records = await ob.reader(None).read(10, timeout=0)
+    await ob.close()
+    assert [(r.id, r.pos) for r in records] == [("ev-1", "1"), ("ev-2", "2"), ("ev-3", "3"), ("ev-5", "5")]
