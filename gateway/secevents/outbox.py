@@ -476,6 +476,8 @@ class RedisOutbox:
         self.maxlen = maxlen
         self.redis = aioredis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
         self._blocking = aioredis.from_url(url, socket_connect_timeout=5)
+        self.corrupt_records = 0  # stream entries passed over because they are not records (logged once each)
+        self._corrupt_seen: set[str] = set()
 
     async def append(self, envelope: dict) -> str:
         import redis.exceptions as rex
@@ -494,8 +496,7 @@ class RedisOutbox:
     def reader(self, after: str | None) -> "RedisReader":
         return RedisReader(self, after or "0-0")
 
-    @staticmethod
-    def _records(entries: list) -> list[Record]:
+    def _records(self, entries: list) -> list[Record]:
         out = []
         for entry_id, fields in entries:
             eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
@@ -503,7 +504,13 @@ class RedisOutbox:
             try:
                 out.append(Record.from_envelope(eid, json.loads(raw)))
             except (TypeError, ValueError, KeyError):
-                continue
+                # written by something else, or damaged: passed over, but never silently (once per entry, however
+                # many readers and backlog probes meet it)
+                if eid not in self._corrupt_seen and len(self._corrupt_seen) < 100_000:
+                    self._corrupt_seen.add(eid)
+                    self.corrupt_records += 1
+                    log.error("events outbox: stream %s entry %s is not a deliverable record; it is skipped and the "
+                              "entries after it are delivered", self.stream, eid)
         return out
 
     async def backlog(self, after: str | None, cap: int = 100_000) -> tuple[int, int | None]:

@@ -156,7 +156,8 @@ class SecurityEvents:
             out["outbox"].update(path=str(self.outbox.dir), head=self.outbox.head_seq,
                                  corrupt_records=self.outbox.corrupt_records)
         else:
-            out["outbox"].update(stream=self.cfg.outbox.stream)
+            out["outbox"].update(stream=self.cfg.outbox.stream,
+                                 corrupt_records=getattr(self.outbox, "corrupt_records", 0))
             spooled = getattr(self.outbox, "spooled", None)
             if spooled is not None:  # events waiting on local disk for Redis to come back
                 out["outbox"].update(spooled=spooled)
