@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 import scoring
+from scoring.profile import learnable
 from scoring.events import MAX_BATCH, Kind, Source, concat, empty, make_batch, sanitize
 from scoring.signals import Assessment
 
@@ -355,10 +356,16 @@ class Monitor:
         if not self.gw.config.scoring.learn or not entry.learning or entry.profile is None or entry.scorer.flagged:
             return
         try:
-            profile = scoring.learn(entry.profile, entry.scorer.summary())
-            if profile is entry.profile:
-                return  # nothing learned: writing the old profile back could undo a reset or import meanwhile
-            await self.gw.store.put_profile(entry.user, profile.to_bytes())
+            summary = entry.scorer.summary()
+            if not learnable(summary):
+                return  # nothing to learn: writing the old profile back could undo a reset or import meanwhile
+            # into the profile as stored now, not as this session found it: another session of the user may have
+            # ended (and learned) meanwhile, and an admin's reset stands
+            blob = await self.gw.store.get_profile(entry.user)
+            if not blob:
+                return
+            current = scoring.Profile.from_bytes(blob)
+            await self.gw.store.put_profile(entry.user, scoring.learn(current, summary).to_bytes())
         except StoreUnavailable:
             pass
         except Exception:

@@ -1,5 +1,8 @@
 """gateway.monitor and a user's typing profile: when a session may enrol one or learn into it, and how a flood of
-queued input is scored. Against a small in-process gateway (the monitor's collaborators only)."""
+queued input is scored. Against a small in-process gateway (the monitor's collaborators only): the store is the real
+memory store with a switch for an outage at a chosen call, which a whole Gateway cannot inject; the policy set is a
+stand-in that allows everything, so that no decision interferes with what is stored. Learning through a real Gateway
+is in test_monitor_gateway.py."""
 
 from __future__ import annotations
 
