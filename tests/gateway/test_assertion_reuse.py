@@ -4,23 +4,14 @@ session changes (Gateway.assertion_for over AssertionSigner's cache). A fake clo
 from __future__ import annotations
 
 import asyncio
-import textwrap
 
 import jwt
 
 from gateway.auth.tokens import AssertionSigner
-from gateway.config import loads
-from gateway.runtime import ISSUER, Gateway
+from gateway.runtime import ISSUER
 from gateway.sessions import Identity
 from gateway.store import SessionState
-
-CONFIG = """
-instance: t
-listeners: [{address: "127.0.0.1:18080"}]
-routes:
-  - {name: app, upstream: "http://127.0.0.1:9000", audience: app}
-store: {url: "memory://"}
-"""
+from tests.support.inprocess import memory_gateway
 
 
 class Clock:
@@ -37,7 +28,7 @@ def _claims(token: str) -> dict:
 
 def test_assertion_is_reused_then_resigned_after_a_session_change_and_near_its_expiry(tmp_path):
     async def scenario():
-        gw = Gateway(loads(textwrap.dedent(CONFIG), file="ztgate.yaml", base=tmp_path, env={}))
+        gw = memory_gateway(tmp_path)
         clock = Clock()
         gw.signer = AssertionSigner(gw.keyring, ISSUER, clock=clock)  # lifetime 60 s, reused while > 20 s left
         route = gw.config.routes[0]

@@ -10,18 +10,9 @@ import textwrap
 from pathlib import Path
 
 import policies
-from gateway.config import loads
-from gateway.runtime import Gateway
 from gateway.sessions import Identity
 from gateway.store import SessionState
-
-CONFIG = """
-instance: t
-listeners: [{address: "127.0.0.1:18081"}]
-routes:
-  - {name: app, upstream: "http://127.0.0.1:9000", audience: app}
-store: {url: "memory://"}
-"""
+from tests.support.inprocess import memory_gateway
 
 POLICY = """
 policies:
@@ -44,7 +35,7 @@ def test_a_restrict_rule_joining_the_winner_adds_its_restrictions(tmp_path: Path
     rules = policies.load_directory(tmp_path / "p")
 
     async def scenario():
-        gw = Gateway(loads(textwrap.dedent(CONFIG), file="ztgate.yaml", base=tmp_path, env={}))
+        gw = memory_gateway(tmp_path)
         record = await gw.sessions.create(Identity(sub="ann"), client_ip="127.0.0.1", user_agent="ua", route="app")
         first = rules.evaluate({"risk": 0.6})
         record = await gw.enforcer.apply(record, first, None)
@@ -75,9 +66,7 @@ policies:
 def test_a_rule_that_fails_at_run_time_is_logged_once_a_minute_not_silently_skipped(tmp_path: Path, caplog):
     (tmp_path / "p").mkdir()
     (tmp_path / "p" / "watch.yaml").write_text(textwrap.dedent(BROKEN_AT_RUN_TIME))
-    gw = Gateway(loads(textwrap.dedent(CONFIG) + f"policies: {{dir: {tmp_path / 'p'}}}\n", file="ztgate.yaml",
-                       base=tmp_path, env={}))
-    gw.policies.load_initial()  # what start-up does
+    gw = memory_gateway(tmp_path, policies=tmp_path / "p")
     context = {"risk": 0.0, "signals": {"relay": {"score": 0.9, "sufficient": True, "details": {}}}}
     with caplog.at_level("WARNING", logger="ztgate.monitor"):
         decisions = [gw.monitor.evaluate_policies(context) for _ in range(3)]

@@ -8,23 +8,13 @@ later key of the session while the integrity check still saw keys arrive."""
 from __future__ import annotations
 
 import asyncio
-import textwrap
 import time
 
 import numpy as np
 
-from gateway.config import loads
-from gateway.runtime import Gateway
 from gateway.sessions import Identity
 from scoring.events import Kind, Source, concat, make_batch
-
-CONFIG = """
-instance: t
-listeners: [{address: "127.0.0.1:18082"}]
-routes:
-  - {name: app, upstream: "http://127.0.0.1:9000", audience: app}
-store: {url: "memory://"}
-"""
+from tests.support.inprocess import memory_gateway
 
 
 def keys(n: int, t0_ms: float, seed: int) -> np.ndarray:
@@ -40,8 +30,7 @@ def keys(n: int, t0_ms: float, seed: int) -> np.ndarray:
 
 def test_a_future_stamp_that_blinds_the_scorer_shows_as_sensor_tampering(tmp_path):
     async def scenario():
-        gw = Gateway(loads(textwrap.dedent(CONFIG), file="ztgate.yaml", base=tmp_path, env={}))
-        gw.policies.load_initial()
+        gw = memory_gateway(tmp_path)
         record = await gw.sessions.create(Identity(sub="ann"), client_ip="127.0.0.1", user_agent="ua", route="app")
         entry = await gw.monitor.live(record.sid)
         now = time.time() * 1000.0
@@ -64,8 +53,7 @@ def test_two_sessions_of_one_user_both_learn(tmp_path):
     import scoring
 
     async def scenario():
-        gw = Gateway(loads(textwrap.dedent(CONFIG), file="ztgate.yaml", base=tmp_path, env={}))
-        gw.policies.load_initial()
+        gw = memory_gateway(tmp_path)
         now = time.time() * 1000.0
         await gw.store.put_profile("ann", scoring.enrol_session([keys(600, now - 600_000, 1)]).to_bytes())
         sids = []

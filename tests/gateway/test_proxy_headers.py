@@ -5,17 +5,15 @@ timing."""
 
 from __future__ import annotations
 
-import textwrap
 import time
 
 import pytest
 from mitmproxy import http
 
-from gateway.config import loads
 from gateway.proxy import headers as fast
 from gateway.proxy.addon import ZtgateAddon
 from gateway.proxy.master import connection_strategy
-from gateway.runtime import Gateway
+from tests.support.inprocess import CONFIG, memory_gateway
 
 COOKIE = "ztgate_session"
 
@@ -91,32 +89,19 @@ def test_forwarded_fields_equal_the_api_operations(fields, preserve_host, drop_a
 
 # ---------------------------------------------------------------------------------------------- caches
 
-CONFIG = """
-instance: t
-listeners: [{address: "127.0.0.1:18080"}]
-routes:
-  - {name: app, upstream: "http://127.0.0.1:9000", audience: app}
-store: {url: "memory://"}
-"""
-
-
-def _gateway(tmp_path, text: str = CONFIG) -> Gateway:
-    gw = Gateway(loads(textwrap.dedent(text), file="ztgate.yaml", base=tmp_path, env={}))
-    gw.policies.load_initial()
-    return gw
 
 
 def test_route_target_follows_a_config_reload(tmp_path):
-    gw = _gateway(tmp_path)
+    gw = memory_gateway(tmp_path)
     addon = ZtgateAddon(gw)
     assert addon._target(gw.config.routes[0]).host_header == b"127.0.0.1:9000"
-    reloaded = _gateway(tmp_path, CONFIG.replace("127.0.0.1:9000", "127.0.0.1:9001")).config.routes[0]
+    reloaded = memory_gateway(tmp_path, CONFIG.replace("127.0.0.1:9000", "127.0.0.1:9001")).config.routes[0]
     assert reloaded.name == gw.config.routes[0].name
     assert addon._target(reloaded).host_header == b"127.0.0.1:9001"
 
 
 def test_request_policies_answer_follows_the_policy_set(tmp_path):
-    gw = _gateway(tmp_path)
+    gw = memory_gateway(tmp_path)
     route = gw.config.routes[0]
     before = gw.monitor.evaluates_requests(route)
 
