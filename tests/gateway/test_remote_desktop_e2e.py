@@ -15,6 +15,7 @@ Every upstream counts what reached it, so "dropped before the upstream sees it" 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import glob
 import json
 import re
@@ -500,14 +501,7 @@ def test_terminal_keys_pastes_and_stimuli(env):
     outputs: list[str] = []
 
     async def session() -> None:
-        async with websockets.connect(env.ws_url("/ws/terminal"), open_timeout=10,
-                                      additional_headers={"Cookie": f"ztgate_session={cookie}"}) as ws:
-            async def read() -> None:
-                async for message in ws:
-                    outputs.append(json.loads(message).get("data", ""))
-
-            reader = asyncio.create_task(read())
-            await _until_async(lambda: outputs, "the banner")
+        async with _terminal(env, cookie, outputs) as (ws, reader):
             await asyncio.sleep(0.5)  # the user reads the prompt, then reacts
             for ch, pause in (("l", 0.15), ("s", 0.15), ("x", 0.3), ("\x7f", 0.2), ("\r", 0.7)):
                 await ws.send(json.dumps({"type": "input", "data": ch}))
@@ -515,7 +509,6 @@ def test_terminal_keys_pastes_and_stimuli(env):
             await ws.send(json.dumps({"type": "input", "data": "echo pasted-terminal-canary\r"}))
             await _until_async(lambda: any("pasted-terminal-canary" in o for o in outputs), "the paste's output")
             await asyncio.sleep(0.3)
-            reader.cancel()
 
     asyncio.run(session())
     assessment = wait_until(lambda: (a := _assessment(env, sid)).get("evidence", {}).get("keystrokes", 0) >= 5
@@ -537,14 +530,7 @@ def test_an_unparseable_terminal_frame_under_a_hold_passes_nothing_and_is_cut(en
     outputs: list[str] = []
 
     async def session() -> bool:
-        async with websockets.connect(env.ws_url("/ws/terminal"), open_timeout=10,
-                                      additional_headers={"Cookie": f"ztgate_session={cookie}"}) as ws:
-            async def read() -> None:
-                async for message in ws:
-                    outputs.append(json.loads(message).get("data", ""))
-
-            reader = asyncio.create_task(read())
-            await _until_async(lambda: outputs, "the banner")
+        async with _terminal(env, cookie, outputs) as (ws, reader):
             r = await asyncio.to_thread(env.gw.admin, "POST", f"/sessions/{sid}/step-up")
             assert r.status_code == 200 and r.json()["state"] == "step_up_required"
             await asyncio.sleep(0.3)
@@ -556,7 +542,6 @@ def test_an_unparseable_terminal_frame_under_a_hold_passes_nothing_and_is_cut(en
             except (websockets.ConnectionClosed, asyncio.TimeoutError):
                 pass
             cut = reader.done()
-            reader.cancel()
             assert not any("held-canary" in o for o in outputs[seen:])
             return cut
 
@@ -571,26 +556,35 @@ def test_the_terminal_dialect_is_what_the_upstream_chose_not_what_the_client_off
     outputs: list[str] = []
 
     async def session() -> None:
-        async with websockets.connect(env.ws_url("/ws/terminal"), open_timeout=10, subprotocols=["tty"],
-                                      additional_headers={"Cookie": f"ztgate_session={cookie}"}) as ws:
+        async with _terminal(env, cookie, outputs, subprotocols=["tty"]) as (ws, _):
             assert ws.subprotocol is None  # the demo terminal speaks JSON and chose no subprotocol
-
-            async def read() -> None:
-                async for message in ws:
-                    outputs.append(json.loads(message).get("data", ""))
-
-            reader = asyncio.create_task(read())
-            await _until_async(lambda: outputs, "the banner")
             r = await asyncio.to_thread(env.gw.admin, "POST", f"/sessions/{sid}/step-up")
             assert r.status_code == 200 and r.json()["state"] == "step_up_required"
             await asyncio.sleep(0.3)
             await ws.send(json.dumps({"type": "input", "data": "tty-canary"}))
             await asyncio.sleep(1.0)
-            reader.cancel()
             assert not any("tty-canary" in o for o in outputs)
 
     asyncio.run(session())
     client.close()
+
+
+@contextlib.asynccontextmanager
+async def _terminal(env: Env, cookie: str, outputs: list[str], **connect):
+    """The demo terminal through the gateway, once its banner is in; `outputs` collects the shell's output frames,
+    and the reader task ends when the connection does."""
+    async with websockets.connect(env.ws_url("/ws/terminal"), open_timeout=10,
+                                  additional_headers={"Cookie": f"ztgate_session={cookie}"}, **connect) as ws:
+        async def read() -> None:
+            async for message in ws:
+                outputs.append(json.loads(message).get("data", ""))
+
+        reader = asyncio.create_task(read())
+        try:
+            await _until_async(lambda: outputs, "the banner")
+            yield ws, reader
+        finally:
+            reader.cancel()
 
 
 async def _until_async(predicate, what: str, timeout: float = 10.0) -> None:
