@@ -144,16 +144,22 @@ def test_oidc_step_up_goes_back_to_the_idp_with_prompt_max_age_and_acr(env):
         assert shown["state"] == "active" and shown["step_up"]["count"] == 1
 
 
+def _step_up_asked(c: httpx.Client, idp: TestIdp) -> tuple[str, str]:
+    """Signs in at corp and visits the path whose policy asks for a step-up: (the session id, the step-up's start
+    URL at the provider)."""
+    oidc_login(c, idp, "/.ztgate/oidc/corp/start?next=/echo/x")
+    r = c.get("/echo/stepup", headers={"Accept": "text/html"})
+    r = c.get(r.headers["location"], headers={"Accept": "text/html"})
+    return session_sid(c), r.headers["location"]
+
+
 def test_step_up_answered_by_another_user_does_not_upgrade_the_session(env):
     gw, idp = env
     idp.set_user("oidc-carol", email="carol@corp.test")
     with httpx.Client(base_url=gw.url) as c:
-        oidc_login(c, idp, "/.ztgate/oidc/corp/start?next=/echo/x")
-        sid = session_sid(c)
-        r = c.get("/echo/stepup", headers={"Accept": "text/html"})
-        r = c.get(r.headers["location"], headers={"Accept": "text/html"})
+        sid, start = _step_up_asked(c, idp)
         idp.set_user("oidc-eve", email="eve@corp.test")  # someone else signs in at the IdP
-        r = oidc_login(c, idp, r.headers["location"])
+        r = oidc_login(c, idp, start)
         assert r.status_code == 303
         assert gw.admin("GET", f"/sessions/{sid}").json()["state"] == "step_up_required"
         assert session_sid(c) != sid  # eve got her own session, carol's stays pending
@@ -163,12 +169,9 @@ def test_a_step_up_at_another_provider_does_not_upgrade_the_session(env):
     gw, idp = env
     idp.set_user("oidc-dana", email="dana@corp.test")
     with httpx.Client(base_url=gw.url) as c:
-        oidc_login(c, idp, "/.ztgate/oidc/corp/start?next=/echo/x")
-        sid = session_sid(c)
-        r = c.get("/echo/stepup", headers={"Accept": "text/html"})
-        r = c.get(r.headers["location"], headers={"Accept": "text/html"})
+        sid, start = _step_up_asked(c, idp)
         # the same subject name, answered at the partner's provider: not the same person as corp's dana
-        r = oidc_login(c, idp, r.headers["location"].replace("/oidc/corp/", "/oidc/partner/"))
+        r = oidc_login(c, idp, start.replace("/oidc/corp/", "/oidc/partner/"))
         assert r.status_code == 303
         assert gw.admin("GET", f"/sessions/{sid}").json()["state"] == "step_up_required"
         assert session_sid(c) != sid
