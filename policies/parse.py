@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 import re
 import zoneinfo
 from dataclasses import dataclass, field
@@ -21,6 +22,15 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _ID_HINT = "ids are 1-128 characters: letters, digits, '_', '.', '-'; starting with a letter or digit"
 _HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE")
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_DAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+MAX_DURATION_S = 366 * 86400
+
+
+def _day(text: str) -> int | None:
+    text = text.strip()
+    if text in _DAYS:
+        return _DAYS.index(text)
+    return _DAY_NAMES.index(text) if text in _DAY_NAMES else None
 _CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
 POLICY_FIELDS = ("id", "description", "match", "expect", "shadow", "rules")
@@ -97,6 +107,9 @@ class _FileParser:
         if isinstance(node, ScalarNode):
             value = construct(node)
             if isinstance(value, (int, float)) and not isinstance(value, bool):
+                if not math.isfinite(value):
+                    self.error(node, f"{what} must be a finite number, got {value}")
+                    return None
                 if positive and value <= 0:
                     self.error(node, f"{what} must be greater than 0, got {value}")
                     return None
@@ -107,9 +120,14 @@ class _FileParser:
     def duration(self, node: Node, what: str) -> int | None:
         if isinstance(node, ScalarNode):
             try:
-                return parse_duration(construct(node))
+                seconds = parse_duration(construct(node))
             except DurationError as exc:
                 self.error(node, f"{what}: {clip(exc, 120)}", DURATION_HINT)
+            else:
+                if seconds <= MAX_DURATION_S:
+                    return seconds
+                # a store refuses such expiries (Redis EX), and the lock or wait would then never apply
+                self.error(node, f"{what}: at most 366 days, got {seconds} s", DURATION_HINT)
                 return None
         self.error(node, f"{what} must be a duration, got {node_kind(node)}", DURATION_HINT)
         return None
@@ -283,19 +301,23 @@ class _FileParser:
             else:
                 parsed: list[int] = []
                 for text, item in items:
-                    lowered = text.lower()[:3] if "-" not in text else text.lower()
-                    if "-" in lowered:
-                        first, _, last = lowered.partition("-")
-                        if first[:3] in _DAYS and last[:3] in _DAYS:
-                            a, b = _DAYS.index(first[:3]), _DAYS.index(last[:3])
-                            parsed.extend(range(a, b + 1) if a <= b else [*range(a, 7), *range(0, b + 1)])
-                            continue
-                    elif lowered in _DAYS:
-                        parsed.append(_DAYS.index(lowered))
+                    first, dash, last = text.lower().partition("-")
+                    a, b = _day(first), _day(last) if dash else _day(first)
+                    if a is not None and b is not None:
+                        parsed.extend(range(a, b + 1) if a <= b else [*range(a, 7), *range(0, b + 1)])
                         continue
+                    # "monkey" once read as Monday: only a day's name or its three-letter form is a day
                     self.error(item, f"unknown day {clip(text)!r}", "days: mon tue wed thu fri sat sun, or a range like mon-fri")
                     ok = False
+                if not items and items is not None:
+                    self.error(f["days"][1], "expect.hours.days is empty: no hour would ever be working hours",
+                               "list the working days, or leave days out for mon-fri")
+                    ok = False
                 days = tuple(sorted(set(parsed)))
+        if ok and minutes[0] == minutes[1]:
+            self.error(f["end"][1], "expect.hours.start and end are the same time: no hour would be working hours",
+                       "for round-the-clock work leave expect.hours out")
+            ok = False
         if not ok:
             return None
         return Hours(days, minutes[0], minutes[1], timezone)
@@ -429,7 +451,7 @@ class _FileParser:
         for flag in ("read_only", "block_clipboard", "block_file_transfer", "hold_input"):
             if flag in f:
                 params[flag] = bool(self.boolean(f[flag][1], flag))
-        if not any(params.values()) and not f:
+        if not any(params.values()):  # e.g. {read_only: false}: the session would be marked restricted for nothing
             self.error(anchor, "restrict without any restriction", "set at least one of: " + ", ".join(params))
         return params
 

@@ -36,6 +36,13 @@ CASES = [
     ("duplicate_key.yaml", 7, 9, "duplicate key 'action' in a rule", "line 6"),
     ("missing_when.yaml", 4, 9, "rule 'r' has no 'when'", ""),
     ("restrict_empty.yaml", 6, 17, "restrict without any restriction", "read_only"),
+    # values that loaded and then never did what they said (found by an audit)
+    ("day_typo.yaml", 3, 34, "unknown day 'monkey'", "mon-fri"),  # read as Monday
+    ("days_empty.yaml", 3, 28, "expect.hours.days is empty", "leave days out"),
+    ("hours_empty.yaml", 3, 43, "start and end are the same time", "leave expect.hours out"),
+    ("rtt_nan.yaml", 3, 29, "must be a finite number", ""),
+    ("restrict_noop.yaml", 7, 17, "restrict without any restriction", "read_only"),  # marked restricted for nothing
+    ("duration_huge.yaml", 8, 26, "lock_user_for: at most 366 days", '"15m"'),  # Redis refused the expiry
 ]
 
 
