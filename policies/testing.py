@@ -163,8 +163,10 @@ def _load_cases(file: Path, report: TestReport) -> list[tuple[int, dict]]:
     cases = []
     for node in root.value[0][1].value:
         p = position(node)
-        case = construct(node)
-        problem = _case_problem(case)
+        # YAML keeps the last of duplicate keys: a second `action:` in a case would silently be the one tested
+        problem = _duplicate_key(node)
+        case = construct(node) if not problem else None
+        problem = problem or _case_problem(case)
         if problem:
             report.diagnostics.append(Diagnostic(name, p.line, p.column, problem,
                                                  "a case has name, given {signals, risk, session, user, request}, "
@@ -172,6 +174,23 @@ def _load_cases(file: Path, report: TestReport) -> list[tuple[int, dict]]:
             continue
         cases.append((p.line, case))
     return cases
+
+
+def _duplicate_key(node: Any) -> str:
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, MappingNode):
+            seen: set = set()
+            for key, value in current.value:
+                name = getattr(key, "value", None)
+                if name in seen:
+                    return f"duplicate key {name!r} in a test case (line {position(key).line})"
+                seen.add(name)
+                stack.append(value)
+        elif isinstance(current, SequenceNode):
+            stack.extend(current.value)
+    return ""
 
 
 def _case_problem(case: Any) -> str:
@@ -189,6 +208,8 @@ def _case_problem(case: Any) -> str:
         return f"'then' must hold some of {', '.join(THEN_FIELDS)}"
     if "action" in then and then["action"] not in [a.label for a in Action]:
         return f"unknown action {then['action']!r} in 'then'"
+    if "params" in then and not isinstance(then["params"], dict):  # a list here crashed the runner
+        return "'then.params' must be a mapping of parameter names to values"
     try:
         _parse_now(case.get("now"))
     except ValueError as exc:

@@ -6,6 +6,8 @@ import re
 import shutil
 from pathlib import Path
 
+import pytest
+
 import policies
 from policies import cli
 
@@ -50,6 +52,18 @@ def test_bad_test_file_is_a_diagnostic(tmp_path):
     assert not report.ok
     [d] = report.diagnostics
     assert (Path(d.file).name, d.line) == ("x_test.yaml", 2) and "'given' may only hold" in d.message
+
+
+@pytest.mark.parametrize("case, problem", [
+    # params as a list crashed the runner; a second action silently replaced the first
+    ("    then: {action: terminate, params: [lock_user_for]}\n", "'then.params' must be a mapping"),
+    ("    then:\n      action: allow\n      action: terminate\n", "duplicate key 'action'"),
+])
+def test_a_malformed_case_is_a_diagnostic_not_a_crash(tmp_path, case, problem):
+    shutil.copy(policies.DEFAULTS_DIR / "session.yaml", tmp_path)
+    (tmp_path / "x_test.yaml").write_text("tests:\n  - name: x\n" + case)
+    report = policies.run_tests(tmp_path)
+    assert [d.message for d in report.diagnostics if problem in d.message], report.to_text()
 
 
 def test_policy_errors_fail_the_test_run(tmp_path, capsys):
