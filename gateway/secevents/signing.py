@@ -1,13 +1,16 @@
 """Webhook signatures: `X-Ztgate-Signature: v1=<hex hmac-sha256(secret, timestamp + "." + body)>`.
 
-The timestamp is signed so that a receiver can reject replays of an old delivery; the delivery id
-(`X-Ztgate-Delivery`, the event's stable id) lets it drop redeliveries it has already processed.
+The timestamp is signed so that a receiver can reject replays of an old delivery. The delivery id
+(`X-Ztgate-Delivery`, the event's stable id) lets it drop redeliveries it has already processed; the header itself
+is not signed, but the same id is the body's `metadata.uid`, which is: `verify` refuses a delivery whose header
+disagrees with it (a replay with a new id in the header would otherwise pass a receiver's de-duplication).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import time
 from dataclasses import dataclass
 
@@ -54,4 +57,18 @@ def verify(secret: str, headers: dict[str, str], body: bytes, *, max_age: float 
         return Verdict(False, "signature mismatch (wrong secret, or body/timestamp altered)", delivery, age)
     if max_age is not None and abs(age) > max_age:
         return Verdict(False, f"timestamp is {age:.0f} s old (limit {max_age:.0f} s): possible replay", delivery, age)
-    return Verdict(True, "signature valid", delivery, age)
+    signed_id = _event_uid(body)
+    if signed_id is None:
+        return Verdict(False, "the signed body carries no metadata.uid", delivery, age)
+    if delivery is not None and delivery != signed_id:
+        return Verdict(False, f"{DELIVERY_HEADER} {delivery!r} is not the signed event's id {signed_id!r}: "
+                              "a replay under a new delivery id", delivery, age)
+    return Verdict(True, "signature valid", signed_id, age)
+
+
+def _event_uid(body: bytes) -> str | None:
+    try:
+        uid = json.loads(body)["metadata"]["uid"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return uid if isinstance(uid, str) else None

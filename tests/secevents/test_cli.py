@@ -49,7 +49,8 @@ def await_main(argv, cfg):
 
 
 def test_verify_json_and_raw_http(tmp_path, capsys):
-    rec = Record(pos="1", id="d-1", kind="finding", sid="s", enqueued_ms=0, event={"class_uid": 2004, "time": 1})
+    rec = Record(pos="1", id="d-1", kind="finding", sid="s", enqueued_ms=0,
+                 event={"class_uid": 2004, "time": 1, "metadata": {"uid": "d-1"}})
     body = event_body(rec)
     headers = signed_headers(SECRET, "d-1", body, now=time.time())
     f = tmp_path / "delivery.json"
@@ -68,3 +69,8 @@ def test_verify_json_and_raw_http(tmp_path, capsys):
     f.write_text(json.dumps({"headers": old, "body": body.decode()}))
     assert main(["verify", "--secret", SECRET, "--file", str(f), "--max-age", "300"], EventsConfig(), None) == 1
     assert "replay" in capsys.readouterr().out
+    # the delivery header is not signed: a replay under a new id would pass a receiver's de-duplication, so it must
+    # agree with the signed body's metadata.uid
+    f.write_text(json.dumps({"headers": {**headers, "X-Ztgate-Delivery": "d-2"}, "body": body.decode()}))
+    assert main(["verify", "--secret", SECRET, "--file", str(f)], EventsConfig(), None) == 1
+    assert "a replay under a new delivery id" in capsys.readouterr().out
