@@ -167,8 +167,8 @@ def _redirect(location: str) -> Answer:
     return Answer(302, {"Location": location, "Cache-Control": "no-store", "Content-Length": "0"}, b"")
 
 
-# The headers of every page ztgate shows (gateway/control/common.py html() sets the same CSP and frame options; it
-# imports this module, so the values are repeated rather than imported). The pages have no scripts (control/pages).
+# The headers of every page ztgate shows, from the proxy (here) or the control plane (gateway/control/common.py
+# html()). The pages have no scripts (control/pages).
 PAGE_HEADERS = {"Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store",
                 "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
                                            "frame-ancestors 'none'; base-uri 'none'",

@@ -12,9 +12,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from .. import access
-from ..store import SessionState, StoreUnavailable
-from .common import client_ip, current_session, gateway, problem
+from ..store import StoreUnavailable
+from .common import current_session, gateway, problem, why_not_trusted_here
 
 STEP_UP_METHODS = ("totp", "webauthn", "oidc")
 
@@ -35,14 +34,7 @@ async def admin_caller(request: Request) -> tuple[str | None, int]:
     record, _ = await current_session(request)
     if record is None or record.terminated or gw.sessions.idle_expired(record):
         return None, 401
-    if not set(record.groups) & set(gw.config.admin.groups):
-        return None, 403
-    # Admin power goes only with a session in good standing, used by the client that signed in: a session asked
-    # to step up (or restricted) is one the gateway no longer trusts, and a cookie presented from another address
-    # or browser family may be a copy. The proxy sends such sessions to a step-up; here there is no second chance.
-    if record.state != SessionState.ACTIVE:
-        return None, 403
-    if access.client_change(record, client_ip(request), request.headers.get("user-agent", "")) is not None:
+    if not set(record.groups) & set(gw.config.admin.groups) or why_not_trusted_here(request, record):
         return None, 403
     return record.sub, 200
 

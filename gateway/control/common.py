@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import HTTPConnection
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
-from ..access import superseded
+from ..access import PAGE_HEADERS, client_change, superseded
 from ..auth.tokens import TokenError
-from ..store import SessionRecord, StoreUnavailable
+from ..store import SessionRecord, SessionState, StoreUnavailable
 
 if TYPE_CHECKING:
     from ..runtime import Gateway
@@ -58,6 +58,18 @@ async def current_session(conn: HTTPConnection) -> tuple[SessionRecord | None, A
     return record, claims
 
 
+def why_not_trusted_here(conn: HTTPConnection, record: SessionRecord) -> str | None:
+    """Why a session may not do what outlives the request (admin calls, registering a security key), or None: it
+    must be in good standing, used by the client that signed in. A session asked to step up (or restricted) is one
+    the gateway no longer trusts, and a cookie presented from another address or browser family may be a copy; the
+    proxy sends such sessions to a step-up, and these actions give no second chance."""
+    if record.state != SessionState.ACTIVE:
+        return "session_not_active"
+    if client_change(record, client_ip(conn), conn.headers.get("user-agent", "")) is not None:
+        return "client_changed"
+    return None
+
+
 def pre_binding(conn: HTTPConnection) -> tuple[str, bool]:
     """The pre-session cookie value, and whether it must be set on the response."""
     value = conn.cookies.get(PRE_COOKIE, "")
@@ -72,12 +84,7 @@ def set_pre_cookie(response: Response, value: str, tls: bool) -> None:
 
 
 def html(text: str, status: int = 200) -> HTMLResponse:
-    return HTMLResponse(text, status_code=status, headers={"Cache-Control": "no-store",
-                                                           "Content-Security-Policy": "default-src 'none'; "
-                                                           "style-src 'unsafe-inline'; form-action 'self'; "
-                                                           "frame-ancestors 'none'; base-uri 'none'",
-                                                           "X-Frame-Options": "DENY",
-                                                           "X-Content-Type-Options": "nosniff"})
+    return HTMLResponse(text, status_code=status, headers=PAGE_HEADERS)  # the same headers as the proxy's own pages
 
 
 def problem(status: int, error: str, description: str = "", **extra: Any) -> JSONResponse:

@@ -50,7 +50,7 @@ from ..auth.attestation import Attestation, AttestationRefused, judge, still_all
 from ..auth.csrf import CsrfError
 from ..store import SessionState, StoreUnavailable
 from . import pages
-from .common import client_ip, current_session, gateway, html, is_tls, pre_binding, problem, set_pre_cookie
+from .common import current_session, gateway, html, is_tls, pre_binding, problem, set_pre_cookie, why_not_trusted_here
 
 if TYPE_CHECKING:
     from ..runtime import Gateway
@@ -299,15 +299,15 @@ def _fresh_csrf(gw: "Gateway", request: Request) -> str:
     return gw.csrf.issue("webauthn", request.cookies.get("ztgate_pre", "") or secrets.token_urlsafe(18))
 
 
+_NOT_TRUSTED = {"session_not_active": "finish the step-up first",
+                "client_changed": "sign in again from this browser to manage security keys"}
+
+
 def _may_not_register(request: Request, record: "SessionRecord") -> Response | None:
-    """A new key outlives the session and answers later step-ups, so only a session in good standing, used by the
-    client that signed in, may add one: a copied cookie (another address or browser family) or a session the
-    gateway has asked to step up must not plant a key of its own."""
-    if record.state != SessionState.ACTIVE:
-        return problem(403, "session_not_active", "finish the step-up first")
-    if access.client_change(record, client_ip(request), request.headers.get("user-agent", "")) is not None:
-        return problem(403, "client_changed", "sign in again from this browser to manage security keys")
-    return None
+    """A new key outlives the session and answers later step-ups: a copied cookie or a session the gateway has
+    asked to step up must not plant a key of its own."""
+    why = why_not_trusted_here(request, record)
+    return problem(403, why, _NOT_TRUSTED[why]) if why else None
 
 
 async def register_options(request: Request) -> Response:
