@@ -70,7 +70,7 @@ class Enforcer:
                     seconds = min(float(seconds), MAX_LOCK_SECONDS)
                     await self.gw.store.lock_user(record.sub, time.time() + seconds, reason)
                     await self._terminate_user_sessions(record.sub, f"user locked: {reason}")
-                    await self._report_lock(record, reason)
+                    await self.report_lock(record.to_dict(), reason)
                 return updated
             if target == SessionState.STEP_UP_REQUIRED:
                 step_up = {**record.step_up, "method": params.get("method", "totp"),
@@ -93,13 +93,15 @@ class Enforcer:
                 self.gw.connections.close_session(record.sid, reason)
             return None
 
-    async def _report_lock(self, record: SessionRecord, reason: str) -> None:
+    async def report_lock(self, account: dict, reason: str) -> None:
+        """The security event of an account ztgate locked (a policy's lock_user_for, or failed sign-ins): `account`
+        is shaped like a session (sub, email, name, groups, client_ip, user_agent)."""
         if self.gw.events is None:
             return
         try:
-            await self.gw.events.emit_account_lock(record.to_dict(), locked=True, reason=reason, by="ztgate")
+            await self.gw.events.emit_account_lock(account, locked=True, reason=reason, by="ztgate")
         except Exception:  # logged; the lock stands
-            log.exception("could not record the security event of %s's lock", record.sub)
+            log.exception("could not record the security event of %s's lock", account.get("sub"))
 
     async def _later(self, grace: float, sid: str, step_up: dict, reason: str, d: dict) -> None:
         try:

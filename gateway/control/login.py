@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from .. import access
+from ..auth import lockout
 from ..auth.csrf import CsrfError
 from ..auth.totp import TotpOutcome
 from ..sessions import Identity
@@ -79,10 +80,9 @@ async def login_submit(request: Request) -> Response:
             who = account if known is not None else f"an unknown user name (fingerprint {account})"
             log.warning("failed sign-in for %s from %s (%d in window)", who, client_ip(request), failure.count)
             if failure.locked:
-                log.warning("account %s locked for %d s: %s", who, gw.config.identity.lockout.duration,
-                            "too many failed sign-ins")
+                log.warning("account %s locked for %d s: %s", who, gw.config.identity.lockout.duration, lockout.REASON)
                 if known is not None:
-                    await _report_lock(gw, _account_view(known, request), "too many failed sign-ins")
+                    await gw.enforcer.report_lock(_account_view(known, request), lockout.REASON)
             return _retry(request, "Wrong username, password or one-time code.", next_url, 401)
         record = await gw.sessions.create(
             Identity(sub=user.username, email=user.email, name=user.name, groups=list(user.groups),
@@ -95,15 +95,6 @@ async def login_submit(request: Request) -> Response:
     log.info("session %s started for %s from %s", record.sid, record.sub, record.client_ip)
     gw.telemetry.count("ztgate_logins_total", idp="directory")
     return _with_session(request, record, next_url)
-
-
-async def _report_lock(gw, account: dict, reason: str) -> None:
-    if gw.events is None:
-        return
-    try:
-        await gw.events.emit_account_lock(account, locked=True, reason=reason, by="ztgate")
-    except Exception:  # logged; the sign-in's answer stands
-        log.exception("could not record the security event of %s's lock", account["sub"])
 
 
 def _account_view(user, request: Request) -> dict:
@@ -356,7 +347,8 @@ async def oidc_callback(request: Request) -> Response:
         email = identity.email or ""
         if email and (identity.email_verified is False or not email.isprintable()):
             why = "not verified by the provider" if identity.email_verified is False else "with control characters"
-            log.warning("OIDC sign-in of %s at %s: email %s dropped", printable(identity.sub), provider.config.name, why)
+            log.warning("OIDC sign-in of %s at %s: email %s dropped", printable(identity.sub), provider.config.name,
+                        why)
             email = ""
         record = await gw.sessions.create(
             Identity(sub=identity.sub, email=email, name=printable(identity.name or ""),
