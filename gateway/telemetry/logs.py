@@ -10,6 +10,8 @@ import time
 
 from opentelemetry import trace
 
+from ..text import printable
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -30,24 +32,24 @@ class JsonFormatter(logging.Formatter):
 class TextFormatter(logging.Formatter):
     """One record, one line: a message that carries a client's or an IdP's string (an OIDC error_description, a
     WebAuthn origin) could otherwise start a forged record with CR LF, or send escape sequences to a terminal.
-    Control characters are shown escaped; a traceback keeps its lines, each indented so none looks like a record."""
+    Control characters are shown escaped (gateway.text.printable, as the CLI shows such strings); a traceback keeps
+    its lines, each indented so none looks like a record."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
-        return super().formatMessage(record).translate(_ESCAPES)
+        return printable(super().formatMessage(record))
 
     def formatException(self, ei) -> str:  # noqa: N802
-        text = super().formatException(ei)
-        return "\n".join("  " + line.translate(_ESCAPES) for line in text.split("\n"))
+        return _indented(super().formatException(ei))
 
     def formatStack(self, stack_info: str) -> str:  # noqa: N802
-        return "\n".join("  " + line.translate(_ESCAPES) for line in stack_info.split("\n"))
+        return _indented(stack_info)
 
 
-# C0 controls (newlines included), DEL, C1 controls and the Unicode line/paragraph separators
-_ESCAPES = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)]} | {0x2028: "\\u2028", 0x2029: "\\u2029"}
+def _indented(text: str) -> str:
+    return "\n".join("  " + printable(line) for line in text.split("\n"))
 
 
 def _trace_ids() -> tuple[str, str] | None:
