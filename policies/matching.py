@@ -20,6 +20,7 @@ def _get(context: Mapping[str, Any], root: str, key: str) -> Any:
     return getattr(section, key, None) if section is not None else None
 
 
+@lru_cache(maxsize=4096)  # called per request and pattern; the paths of one application repeat
 def fold_path(path: str) -> str:
     """A path as `paths` patterns match it: without ;params in any segment (Tomcat ignores them), without a
     trailing slash, lower-case (IIS ignores case). The gateway decodes and removes dot segments before this
