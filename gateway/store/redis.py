@@ -225,18 +225,18 @@ class RedisStore:
         return await self._call(self._redis.get, f"{self.prefix}profile:{user}")
 
     async def put_profile(self, user: str, blob: bytes) -> None:
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.set(f"{self.prefix}profile:{user}", blob)
-        pipe.sadd(f"{self.prefix}profiles", user)
-        await self._call(pipe.execute)
+        await self._write_profile(user, blob, only_new=False)
 
     async def create_profile(self, user: str, blob: bytes) -> bool:
+        return await self._write_profile(user, blob, only_new=True)
+
+    async def _write_profile(self, user: str, blob: bytes, *, only_new: bool) -> bool:
         # SET NX decides atomically; adding the user to the index either way is harmless (the profile exists)
         pipe = self._redis.pipeline(transaction=True)
-        pipe.set(f"{self.prefix}profile:{user}", blob, nx=True)
+        pipe.set(f"{self.prefix}profile:{user}", blob, nx=only_new)
         pipe.sadd(f"{self.prefix}profiles", user)
-        created, _ = await self._call(pipe.execute)
-        return bool(created)
+        written, _ = await self._call(pipe.execute)
+        return bool(written)
 
     async def delete_profile(self, user: str) -> bool:
         pipe = self._redis.pipeline(transaction=True)
