@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 import socket
 import uuid
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from .yamlsource import SourceDocument, SourceError, load_file, load_text
 
 ROUTE_KINDS = ("http", "guacamole", "novnc", "terminal", "vnc")
 RESERVED_PREFIX = "/.ztgate/"
+_HOST_NAME = re.compile(r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$")
+_COOKIE_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]{1,64}$")
 
 
 class ConfigInvalid(Exception):
@@ -150,6 +153,11 @@ class KeysConfig:
 class AdminConfig:
     token: str | None = None
     groups: tuple[str, ...] = ()
+    # The one host name the dashboard and the cookie-authenticated admin API answer on (None: every host). On an
+    # app's own origin, a script injected into that app (XSS) is same-origin with /.ztgate/admin/ and could drive it
+    # with a visiting admin's cookie; a host of its own, with its own host-only cookie, puts the browser's
+    # same-origin policy between them (as Pomerium's authenticate service does).
+    host: str | None = None
 
 
 @dataclass(frozen=True)
@@ -444,19 +452,34 @@ def _section_parser(name: str) -> Callable[[Any, KeyPath], Any]:
             if ttl > 3600:
                 raise ConfigError(path + ("token_ttl",), "session tokens live at most 3600 s",
                                   "they are refreshed silently; a short life bounds a stolen cookie")
-            return SessionConfig(s.get("cookie_name", str, "ztgate_session"), ttl, s.positive("idle_timeout", 3600),
-                                 s.positive("max_lifetime", 43200), s.choice("secure", ("auto", "always", "never"), "auto"))
+            cookie = s.get("cookie_name", str, "ztgate_session")
+            secure = s.choice("secure", ("auto", "always", "never"), "auto")
+            if not _COOKIE_NAME.match(cookie):
+                raise ConfigError(path + ("cookie_name",), f"{cookie!r} is not a cookie name",
+                                  "letters, digits and !#$%&'*+-.^_`|~ only (RFC 6265 token)")
+            if cookie.startswith(("__Host-", "__Secure-")) and secure != "always":
+                # browsers drop a prefixed cookie set without Secure: sign-in would loop
+                raise ConfigError(path + ("secure",), f"a cookie named {cookie.split('-')[0]}-... needs secure: always",
+                                  "serve the gateway over TLS and set session.secure: always")
+            return SessionConfig(cookie, ttl, s.positive("idle_timeout", 3600), s.positive("max_lifetime", 43200), secure)
         if name == "keys":
             s = _Section(raw, path, ("dir", "algorithm", "rotate_every"))
             return KeysConfig(s.get("dir", str), s.choice("algorithm", ("ES256", "EdDSA"), "ES256"),
                               s.positive("rotate_every", 7 * 24 * 3600))
         if name == "admin":
-            s = _Section(raw, path, ("token", "groups"))
+            s = _Section(raw, path, ("token", "groups", "host"))
             token = s.get("token", str)
             if token is not None and len(token) < 16:
                 raise ConfigError(path + ("token",), "the admin token is too short (< 16 characters)",
                                   "generate one: python -c 'import secrets; print(secrets.token_urlsafe(32))'")
-            return AdminConfig(token, s.strings("groups"))
+            host = s.get("host", str)
+            if host is not None:
+                host = host.lower().rstrip(".")
+                if not _HOST_NAME.match(host):
+                    raise ConfigError(path + ("host",), f"{host!r} is not a host name",
+                                      "a DNS name of its own for the admin console, without scheme, port or path: "
+                                      "e.g. ztgate-admin.corp.example")
+            return AdminConfig(token, s.strings("groups"), host)
         if name == "policies":
             s = _Section(raw, path, ("dir", "reload_interval"))
             return PoliciesConfig(s.get("dir", str), s.positive("reload_interval", 1.0, float))
@@ -559,6 +582,8 @@ def from_document(doc: SourceDocument, *, base: Path | None = None) -> Config:
         policies = _section_parser("policies")(d.get("policies"), ("policies",))
         if policies.dir is not None and not Path(policies.dir).is_absolute():
             policies = PoliciesConfig(str(base / policies.dir), policies.reload_interval)
+        admin = _section_parser("admin")(d.get("admin"), ("admin",))
+        _check_admin_host(admin, routes)
         keys = _section_parser("keys")(d.get("keys"), ("keys",))
         if keys.dir is not None and not Path(keys.dir).is_absolute():
             keys = KeysConfig(str(base / keys.dir), keys.algorithm, keys.rotate_every)
@@ -574,7 +599,7 @@ def from_document(doc: SourceDocument, *, base: Path | None = None) -> Config:
             store=store,
             session=_section_parser("session")(d.get("session"), ("session",)),
             keys=keys,
-            admin=_section_parser("admin")(d.get("admin"), ("admin",)),
+            admin=admin,
             policies=policies,
             scoring=_section_parser("scoring")(d.get("scoring"), ("scoring",)),
             events=_events(d.get("events"), ("events",), store),
@@ -586,6 +611,16 @@ def from_document(doc: SourceDocument, *, base: Path | None = None) -> Config:
         )
     except ConfigError as err:
         raise ConfigInvalid([doc.describe(err)]) from None
+
+
+def _check_admin_host(admin: AdminConfig, routes: tuple[Route, ...]) -> None:
+    if admin.host is None:
+        return
+    for i, route in enumerate(routes):
+        if route.host is not None and route.host.lower().rstrip(".") == admin.host:
+            raise ConfigError(("admin", "host"), f"{admin.host} is also the host of route {route.name!r}",
+                              "the admin console needs a host no app is served on: an app's scripts would share its "
+                              "origin")
 
 
 def _check_ports(listeners: tuple[Listener, ...], routes: tuple[Route, ...]) -> None:

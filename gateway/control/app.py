@@ -113,5 +113,6 @@ def create_app(gw: "Gateway") -> Starlette:
     app = Starlette(routes=routes)
     app.state.gateway = gw
     app.add_middleware(dashboard.AdminCsrfGuard)  # inside OnlyThroughProxy
+    app.add_middleware(dashboard.AdminHostOnly)
     app.add_middleware(OnlyThroughProxy)
     return app

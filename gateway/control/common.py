@@ -11,6 +11,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from ..access import PAGE_HEADERS, client_change, superseded
 from ..auth.tokens import TokenError
+from ..proxy.headers import cookie as first_cookie
 from ..store import SessionRecord, SessionState, StoreUnavailable
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ def is_tls(conn: HTTPConnection) -> bool:
 async def current_session(conn: HTTPConnection) -> tuple[SessionRecord | None, Any]:
     """The session named by the cookie (an expired but genuine token still finds its live session)."""
     gw = gateway(conn)
-    token = conn.cookies.get(gw.config.session.cookie_name)
+    token = session_token(conn)
     if not token:
         return None, None
     try:
@@ -56,6 +57,13 @@ async def current_session(conn: HTTPConnection) -> tuple[SessionRecord | None, A
     if record is None or record.sub != claims.sub or superseded(claims, record):
         return None, claims
     return record, claims
+
+
+def session_token(conn: HTTPConnection) -> str | None:
+    """The session cookie's value as the proxy reads it: the first of the name. Starlette's `cookies` keeps the
+    last, and a second cookie of the name (set for a parent domain by a sibling host) must not make the control
+    plane act for another session than the one the proxy let through."""
+    return first_cookie(conn.headers.getlist("cookie"), gateway(conn).config.session.cookie_name)
 
 
 def why_not_trusted_here(conn: HTTPConnection, record: SessionRecord) -> str | None:

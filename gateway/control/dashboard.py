@@ -203,6 +203,43 @@ async def recent_events(request: Request, who: str) -> Response:
     return JSONResponse({"events": events, "enabled": True}, headers={"Cache-Control": "no-store"})
 
 
+# ---------------------------------------------------------------------------------------------- admin host
+
+
+class AdminHostOnly:
+    """With `admin.host` set, the dashboard and the cookie-authenticated admin API answer on that host only.
+
+    Elsewhere the admin pages are an app's origin: a script injected into the app could call them with a visiting
+    admin's cookie. Bearer-token calls (automation, the CLI) are served on every host, since no page's script holds
+    the token."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (scope["path"] == ADMIN_PREFIX or scope["path"].startswith(ADMIN_PREFIX + "/")):
+            admin_host = scope["app"].state.gateway.config.admin.host
+            if admin_host is not None:
+                headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+                # the proxy always sets X-Forwarded-Host to the canonical host (OnlyThroughProxy is outside us)
+                here = headers.get("x-forwarded-host", "")
+                if here != admin_host and headers.get("authorization", "")[:7].lower() != "bearer ":
+                    await _elsewhere(scope, headers, admin_host)(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
+def _elsewhere(scope: Scope, headers: dict[str, str], admin_host: str) -> Response:
+    """Where a browser that asked for the dashboard on an app's host should go; an API call only hears 404."""
+    if scope["method"] in ("GET", "HEAD") and scope["path"] in (ADMIN_PREFIX, ADMIN_PREFIX + "/"):
+        scheme = "https" if headers.get("x-forwarded-proto") == "https" else "http"
+        _, colon, port = headers.get("host", "").rpartition(":")
+        port = port if colon and port.isdigit() else ""
+        return RedirectResponse(f"{scheme}://{admin_host}{':' + port if port else ''}{ADMIN_PREFIX}/", status_code=303,
+                                headers={"Cache-Control": "no-store"})
+    return problem(404, "not_found", "the admin console is not served on this host")
+
+
 # ---------------------------------------------------------------------------------------------- CSRF
 
 

@@ -148,6 +148,13 @@ class ZtgateAddon:
         if plain_path.startswith(CONTROL_PREFIXES) or plain_path in HEALTH_PATHS:
             self._to_control_plane(flow, host, scheme, client_ip)
             return
+        if host == gw.config.admin.host:
+            # the admin console's host serves no app (an app there would share the console's origin)
+            flow.metadata["ztgate_verdict"] = "no_route"
+            flow.response = http.Response.make(303, b"", {"Location": "/.ztgate/admin/", "Cache-Control": "no-store"}) \
+                if req.method in ("GET", "HEAD") else \
+                http.Response.make(404, b"no route for this host and path\n", {"Content-Type": "text/plain"})
+            return
 
         route = gw.config.route_for(host, plain_path)
         flow.metadata["ztgate_route"] = route.name if route is not None else None  # for telemetry

@@ -50,3 +50,11 @@ def test_browser_detection():
     assert access.wants_html({"accept": "text/html,application/xhtml+xml"})
     assert not access.wants_html({"accept": "application/json"})
     assert not access.wants_html({"accept": "text/html", "authorization": "Bearer x"})
+
+
+def test_session_cookies_meet_the_host_prefix_rules():
+    """A `__Host-` cookie is kept by browsers only when Secure, with Path=/ and without Domain (config makes
+    `__Host-` names require `secure: always`); setting and clearing must both qualify, or sign-out would not stick."""
+    for header in (access.session_cookie("__Host-zt", "v", secure=True, max_age=60), access.clear_cookie("__Host-zt", True)):
+        attrs = [a.strip().lower() for a in header.split(";")[1:]]
+        assert "secure" in attrs and "path=/" in attrs and not any(a.startswith("domain") for a in attrs), header

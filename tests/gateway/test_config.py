@@ -66,6 +66,14 @@ def test_good_config_parses_and_routes():
     ("routes: [{name: a, upstream: 'http://x:1'}]\nidentity:\n  lockout: {windw: 60}\n", 3, "did you mean 'window'"),
     ("routes: [{name: a, upstream: 'http://x:1'}]\npolicies: {reload_interval: .nan}\n", 2, "finite number"),
     ("routes: [{name: a, upstream: 'http://x:1'}]\nshutdown_grace: .inf\n", 2, "finite number"),
+    ("routes: [{name: a, upstream: 'http://x:1'}]\nadmin: {host: 'https://admin.example'}\n", 2, "not a host name"),
+    ("routes: [{name: a, upstream: 'http://x:1'}]\nadmin: {host: 'admin.example:8443'}\n", 2, "not a host name"),
+    ("routes: [{name: a, upstream: 'http://x:1', host: Admin.Example}]\nadmin: {host: admin.example}\n", 2,
+     "also the host of route 'a'"),
+    ("routes: [{name: a, upstream: 'http://x:1'}]\nsession: {cookie_name: 'zt session'}\n", 2, "not a cookie name"),
+    ("routes: [{name: a, upstream: 'http://x:1'}]\nsession: {cookie_name: __Host-zt}\n", 2, "needs secure: always"),
+    ("routes: [{name: a, upstream: 'http://x:1'}]\nsession: {cookie_name: __Secure-zt, secure: auto}\n", 2,
+     "needs secure: always"),
 ])
 def test_bad_config_names_file_and_line(text, line, fragment):
     with pytest.raises(ConfigInvalid) as info:
@@ -73,6 +81,15 @@ def test_bad_config_names_file_and_line(text, line, fragment):
     message = str(info.value)
     assert message.startswith(f"ztgate.yaml:{line}:"), message
     assert fragment in message, message
+
+
+def test_admin_host_and_prefixed_cookie_names_are_accepted():
+    cfg = loads("routes: [{name: a, upstream: 'http://x:1', host: app.example}]\n"
+                "admin: {host: ZTGATE-Admin.Example.}\nsession: {cookie_name: __Host-ztgate, secure: always}\n",
+                file="ztgate.yaml", env={})
+    assert cfg.admin.host == "ztgate-admin.example"  # compared with the proxy's canonical host
+    assert cfg.session.cookie_name == "__Host-ztgate"
+    assert loads("routes: [{name: a, upstream: 'http://x:1'}]\n", env={}).admin.host is None
 
 
 def test_lockout_limits_default_and_can_be_set():
