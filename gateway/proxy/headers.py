@@ -26,10 +26,11 @@ _COOKIE, _HOST, _SPOOF, _AUTHORIZATION, _CONNECTION, _UPGRADE, _TE = 3, 4, 5, 6,
 # Dropped from every client request (_SPOOF): what upstream frameworks read as the client's address, scheme, host or
 # URL (only the gateway may say who the client is), method overrides (a restricted session's denied DELETE must not
 # arrive as a POST saying "really DELETE"), and hop-by-hop fields (RFC 9110 7.6.1; Connection, Upgrade and TE are
-# rebuilt instead, see forwarded_fields).
+# rebuilt instead, see forwarded_fields), with `Trailer`: the trailer fields it announces are discarded on arrival
+# (gateway/proxy/trailers.py), so the upstream must not wait for them.
 _DROPPED = (ASSERTION, INTERNAL, b"forwarded", b"x-real-ip", b"true-client-ip", b"x-client-ip", b"x-cluster-client-ip",
             b"x-original-url", b"x-rewrite-url", b"x-http-method-override", b"x-http-method", b"x-method-override",
-            b"keep-alive", b"proxy-connection", b"proxy-authorization")
+            b"keep-alive", b"proxy-connection", b"proxy-authorization", b"trailer")
 _ACTIONS = {**{name: i for i, name in enumerate(_FORWARDED)}, b"cookie": _COOKIE, b"host": _HOST,
             **{name: _SPOOF for name in _DROPPED}, b"authorization": _AUTHORIZATION, b"connection": _CONNECTION,
             b"upgrade": _UPGRADE, b"te": _TE}

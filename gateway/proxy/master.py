@@ -17,6 +17,7 @@ from mitmproxy.proxy import mode_servers
 
 from .addon import ZtgateAddon
 from .dispatch import HookDispatch
+from .trailers import discard_trailers
 
 if TYPE_CHECKING:
     from ..runtime import Gateway
@@ -79,6 +80,7 @@ def build_master(gw: "Gateway", lifecycle: "Lifecycle | None" = None) -> Master:
     master = Master(opts)
     master.addons = HookDispatch(master)  # before any addon is added: see dispatch.py
     _install_shared_listen()
+    discard_trailers()
     # one ztgate addon only: every addon with a hook costs a dispatch of every request's hook, so the Lifecycle
     # bookkeeping is called by ZtgateAddon instead of being an addon of its own
     master.addons.add(core.Core(), proxyserver.Proxyserver(), next_layer.NextLayer(), ReverseProxyTlsConfig(),
