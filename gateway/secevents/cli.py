@@ -1,5 +1,6 @@
-"""`ztgate events tail|verify|status`: for security staff. Reads the outbox and the sinks' persisted state
-directly, so it works whether or not the gateway is running."""
+"""`ztgate events tail|verify|status|dead-letters|retry-dead-letters|drop-dead-letters`: for security staff. Reads
+the outbox, the sinks' persisted state and their dead letters directly, so it works whether or not the gateway is
+running. Dead letters put back are redelivered by the gateway, to their own sink only."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from datetime import datetime, timezone
 
 from ..text import printable
 from .config import EventsConfig
+from .deadletters import DeadLetter, DeadLetterStore, dead_letters_of
 from .outbox import FileOutbox, Outbox, Record, open_outbox
 from .signing import verify
 
@@ -64,6 +66,7 @@ async def _status(cfg: EventsConfig, outbox: Outbox, as_json: bool) -> int:
     if isinstance(outbox, FileOutbox):
         outbox.refresh()
     out = {"outbox": {"kind": outbox.kind, "head": await outbox.head()}, "sinks": []}
+    dead_letters = dead_letters_of(outbox)
     for s in cfg.sinks:
         state = await outbox.load_state(s.name) or {}
         backlog, oldest = await outbox.backlog(state.get("pos"), cap=100_000)
@@ -72,6 +75,7 @@ async def _status(cfg: EventsConfig, outbox: Outbox, as_json: bool) -> int:
             "lag_seconds": round(now - oldest / 1000, 3) if backlog and oldest else 0.0,
             "delivered": state.get("delivered", 0), "failures": state.get("failures", 0),
             "last_error": state.get("last_error"), "last_delivered_at": state.get("last_delivered_at"),
+            "dead_letters": await dead_letters.count(s.name),
         })
     if as_json:
         print(json.dumps(out, indent=2))
@@ -80,7 +84,82 @@ async def _status(cfg: EventsConfig, outbox: Outbox, as_json: bool) -> int:
         for s in out["sinks"]:
             err = f"  last error: {s['last_error']}" if s["last_error"] and s["backlog"] else ""
             print(f"  {s['name']:<28} {s['type']:<13} backlog={s['backlog']:<7} lag={s['lag_seconds']:.1f}s "
-                  f"delivered={s['delivered']} failures={s['failures']}{err}")
+                  f"delivered={s['delivered']} failures={s['failures']} dead_letters={s['dead_letters']}{err}")
+        for s in out["sinks"]:
+            if s["dead_letters"]:
+                print(f"{s['dead_letters']} dead letter(s) for sink {s['name']}: "
+                      f"ztgate events dead-letters --sink {s['name']}")
+    return 0
+
+
+def _when(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _dead_letter_line(letter: DeadLetter) -> str:
+    status = letter.status if letter.status is not None else "-"
+    mark = "  RETRY REQUESTED" if letter.retry_requested else ""
+    return (f"{letter.sink:<20} {letter.uid}  status={status}  attempts={letter.attempts}  "
+            f"first={_when(letter.first_attempt_at)}  last={_when(letter.last_attempt_at)}{mark}  {letter.reason}")
+
+
+class UnknownSink(ValueError):
+    pass
+
+
+def _sink_names(cfg: EventsConfig, sink: str | None) -> list[str]:
+    """The configured sinks an operator's --sink picks (all without it): a retry for a sink the gateway no longer
+    has would never be delivered."""
+    names = [s.name for s in cfg.sinks]
+    if sink is None:
+        return names
+    if sink not in names:
+        raise UnknownSink(f"no sink named {sink!r} in the events config (configured: {', '.join(names) or 'none'})")
+    return [sink]
+
+
+async def _list_dead_letters(cfg: EventsConfig, store: DeadLetterStore, args: argparse.Namespace) -> int:
+    letters = [x for name in _sink_names(cfg, args.sink) for x in await store.list(name)]
+    if args.json:
+        print(json.dumps([x.summary(with_body=args.show_body) for x in letters], indent=2))
+        return 0
+    if not letters:
+        print("no dead letters")
+    for letter in letters:
+        # the reason quotes the receiver (e.g. a redirect target): shown, never run by the terminal
+        print(printable(_dead_letter_line(letter)))
+        if args.show_body:
+            print("    " + json.dumps(letter.event, separators=(",", ":"), sort_keys=True))
+    return 0
+
+
+async def _retry_dead_letters(cfg: EventsConfig, store: DeadLetterStore, args: argparse.Namespace) -> int:
+    found = 0
+    for name in _sink_names(cfg, args.sink):
+        uids = await store.request_retry(name, args.uid)
+        found += len(uids)
+        if uids:
+            print(f"sink {name}: {len(uids)} dead letter(s) put back; the gateway delivers them to this sink only:")
+            print("\n".join(f"  {u}" for u in uids))
+    return _none_found(found, args.uid)
+
+
+async def _drop_dead_letters(cfg: EventsConfig, store: DeadLetterStore, args: argparse.Namespace) -> int:
+    [name] = _sink_names(cfg, args.sink)
+    uids = await store.drop(name, None if args.all else args.uid)
+    if uids:
+        print(f"sink {name}: {len(uids)} dead letter(s) deleted; they will not be delivered to this sink:")
+        print("\n".join(f"  {u}" for u in uids))
+    return _none_found(len(uids), args.uid)
+
+
+def _none_found(found: int, uid: str | None) -> int:
+    if found:
+        return 0
+    if uid is not None:
+        print(f"no dead letter with id {uid!r}", file=sys.stderr)
+        return 1
+    print("no dead letters")
     return 0
 
 
@@ -116,7 +195,8 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str], cfg: EventsConfig, redis_url: str | None) -> int:
-    p = argparse.ArgumentParser(prog="ztgate events", description="security events: tail, verify, status")
+    p = argparse.ArgumentParser(prog="ztgate events",
+                                description="security events: tail, verify, status, dead letters")
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("tail", help="show the latest security events")
     t.add_argument("-n", type=int, default=20, help="how many past events (default 20)")
@@ -127,8 +207,9 @@ def main(argv: list[str], cfg: EventsConfig, redis_url: str | None) -> int:
     v.add_argument("--file", help="a JSON file {headers, body} or a raw HTTP request; default: stdin")
     v.add_argument("--max-age", type=float, default=None,
                    help="also reject deliveries signed more than this many seconds ago (replay check)")
-    s = sub.add_parser("status", help="backlog and delivery lag per sink")
+    s = sub.add_parser("status", help="backlog, delivery lag and dead letters per sink")
     s.add_argument("--json", action="store_true")
+    _dead_letter_parsers(sub)
     args = p.parse_args(argv)
     if args.cmd == "verify":
         return _verify(args)
@@ -138,6 +219,8 @@ def main(argv: list[str], cfg: EventsConfig, redis_url: str | None) -> int:
         try:
             if args.cmd == "tail":
                 return await _tail(outbox, args.n, args.follow, args.json)
+            if args.cmd in DEAD_LETTER_COMMANDS:
+                return await DEAD_LETTER_COMMANDS[args.cmd](cfg, dead_letters_of(outbox), args)
             return await _status(cfg, outbox, args.json)
         finally:
             await outbox.close()
@@ -146,3 +229,26 @@ def main(argv: list[str], cfg: EventsConfig, redis_url: str | None) -> int:
         return asyncio.run(run())
     except KeyboardInterrupt:
         return 0
+    except UnknownSink as err:
+        print(err, file=sys.stderr)
+        return 2
+
+
+DEAD_LETTER_COMMANDS = {"dead-letters": _list_dead_letters, "retry-dead-letters": _retry_dead_letters,
+                        "drop-dead-letters": _drop_dead_letters}
+
+
+def _dead_letter_parsers(sub: argparse._SubParsersAction) -> None:
+    d = sub.add_parser("dead-letters", help="events a sink refused permanently (no event bodies unless asked)")
+    d.add_argument("--sink", help="only this sink's")
+    d.add_argument("--json", action="store_true")
+    d.add_argument("--show-body", action="store_true", help="also print each event")
+    r = sub.add_parser("retry-dead-letters",
+                       help="put dead letters back for delivery to their sink only (after fixing the receiver)")
+    r.add_argument("--sink", help="only this sink's (default: every sink's)")
+    r.add_argument("--uid", help="only the event with this id")
+    x = sub.add_parser("drop-dead-letters", help="delete dead letters for good: they are never delivered to the sink")
+    x.add_argument("--sink", required=True)
+    which = x.add_mutually_exclusive_group(required=True)
+    which.add_argument("--uid", help="the event with this id")
+    which.add_argument("--all", action="store_true", help="every dead letter of the sink")

@@ -21,6 +21,10 @@ SYSLOG_FACILITIES = {
 }
 SINK_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 MIN_SECRET_CHARS = 16
+# Attempts at one event that a sink refuses permanently (e.g. HTTP 400) before it goes to the sink's dead letters:
+# a few, because a refusal that does not heal at once rarely heals by itself, and every attempt holds back the
+# events behind it. 0 keeps today's behaviour: retry forever, slowly.
+DEFAULT_DEAD_LETTER_AFTER = 5
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,7 @@ class SinkConfig:
     type: str
     min_backoff: float
     max_backoff: float
+    dead_letter_after: int = DEFAULT_DEAD_LETTER_AFTER  # 0: never dead-letter
 
 
 @dataclass(frozen=True)
@@ -98,10 +103,11 @@ class EventsConfig:
         if section is None:
             return cls()
         r = _Reader(section, ())
-        r.allow("outbox", "sinks", "include_shadow", "min_backoff", "max_backoff")
+        r.allow("outbox", "sinks", "include_shadow", "min_backoff", "max_backoff", "dead_letter_after")
         include_shadow = r.boolean("include_shadow", True)
-        min_backoff = r.number("min_backoff", 0.5, minimum=0.001)
-        max_backoff = r.number("max_backoff", 300.0, minimum=0.001)
+        defaults = _SinkDefaults(min_backoff=r.number("min_backoff", 0.5, minimum=0.001),
+                                 max_backoff=r.number("max_backoff", 300.0, minimum=0.001),
+                                 dead_letter_after=_dead_letter_after(r, DEFAULT_DEAD_LETTER_AFTER))
         outbox = _outbox(section.get("outbox"), ("outbox",))
         raw_sinks = section.get("sinks", [])
         if raw_sinks is None:
@@ -112,13 +118,25 @@ class EventsConfig:
         sinks: list[SinkConfig] = []
         seen: dict[str, int] = {}
         for i, raw in enumerate(raw_sinks):
-            sink = _sink(raw, ("sinks", i), min_backoff, max_backoff)
+            sink = _sink(raw, ("sinks", i), defaults)
             if sink.name in seen:
                 raise ConfigError(("sinks", i, "name"), f"duplicate sink name {sink.name!r} (also sinks[{seen[sink.name]}])",
                                   "give each sink a distinct `name:`; it keys the sink's delivery cursor")
             seen[sink.name] = i
             sinks.append(sink)
         return cls(outbox=outbox, sinks=tuple(sinks), include_shadow=include_shadow)
+
+
+@dataclass(frozen=True)
+class _SinkDefaults:
+    """What the section sets for every sink that does not set it itself."""
+    min_backoff: float
+    max_backoff: float
+    dead_letter_after: int
+
+
+def _dead_letter_after(r: "_Reader", default: int) -> int:
+    return r.number("dead_letter_after", default, minimum=0, integer=True)
 
 
 def _kind(v: Any) -> str:
@@ -245,16 +263,17 @@ SINK_KEYS = {
 }
 
 
-def _sink(raw: Any, path: KeyPath, min_backoff: float, max_backoff: float) -> SinkConfig:
+def _sink(raw: Any, path: KeyPath, defaults: _SinkDefaults) -> SinkConfig:
     r = _Reader(raw, path)
     kind = r.string("type", required=True)
     if kind not in SINK_KEYS:
         raise ConfigError(path + ("type",), f"unknown sink type {kind!r}", "one of: " + ", ".join(SINK_KEYS))
-    r.allow("type", "name", "min_backoff", "max_backoff", *SINK_KEYS[kind])
+    r.allow("type", "name", "min_backoff", "max_backoff", "dead_letter_after", *SINK_KEYS[kind])
     common = dict(
         type=kind,
-        min_backoff=r.number("min_backoff", min_backoff, minimum=0.001),
-        max_backoff=r.number("max_backoff", max_backoff, minimum=0.001),
+        min_backoff=r.number("min_backoff", defaults.min_backoff, minimum=0.001),
+        max_backoff=r.number("max_backoff", defaults.max_backoff, minimum=0.001),
+        dead_letter_after=_dead_letter_after(r, defaults.dead_letter_after),
     )
     if common["max_backoff"] < common["min_backoff"]:
         raise ConfigError(path + ("max_backoff",), "must not be smaller than min_backoff")

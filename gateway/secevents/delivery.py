@@ -1,7 +1,13 @@
-"""One delivery worker per sink: strictly in outbox order, at least once, never skipping.
+"""One delivery worker per sink: strictly in outbox order, at least once, never losing a record.
 
-A record that fails is retried with exponential backoff and jitter (up to the sink's max_backoff) until it is
-delivered or the gateway stops; the cursor (last delivered position) is persisted so a restart resumes there.
+A record that fails transiently (connection refused, timeout, 408, 425, 429, 5xx) is retried with exponential backoff
+and jitter (up to the sink's max_backoff) until it is delivered or the gateway stops. A record the sink refuses
+permanently (DeliveryError.permanent, e.g. HTTP 400) is retried `dead_letter_after` times, then moved to the sink's
+dead letters (deadletters.py) and the worker goes on with the next record: one poison event must not hold back every
+later one. The cursor (last position delivered or dead-lettered) is persisted so a restart resumes there.
+
+Dead letters an operator put back (`ztgate events retry-dead-letters`) are redelivered by this sink's worker alone,
+between reads of the outbox, under the same lease as every delivery.
 """
 
 from __future__ import annotations
@@ -12,8 +18,11 @@ import logging
 import random
 import time
 from dataclasses import asdict, dataclass
+from enum import Enum
 from typing import Callable
 
+from .config import DEFAULT_DEAD_LETTER_AFTER
+from .deadletters import DeadLetter, DeadLetterStore, dead_letters_of
 from .outbox import Outbox, Record
 from .sinks.base import DeliveryError, Sink
 
@@ -53,6 +62,8 @@ class SinkStatus:
     last_delivered_at: float | None = None
     last_latency_ms: float | None = None
     next_attempt_at: float | None = None
+    dead_letters: int = 0           # held in the sink's dead-letter store now (refreshed with the backlog)
+    dead_lettered: int = 0          # moved there by this process since it started: a counter, for metrics
 
     def as_dict(self, now: float) -> dict:
         d = asdict(self)
@@ -64,11 +75,43 @@ class SinkStatus:
         return d
 
 
+class Outcome(Enum):
+    DELIVERED = "delivered"
+    REFUSED = "refused"      # permanently, dead_letter_after times: it goes to the dead letters
+    STOPPED = "stopped"      # the worker stops, or lost its lease
+
+
+@dataclass
+class Tries:
+    """The failed attempts at one record: what its dead letter tells the operator."""
+    attempts: int = 0               # over every round, including those before an operator's retry
+    permanent: int = 0              # permanent refusals in this round: what dead_letter_after counts
+    first_at: float | None = None
+    last_at: float | None = None
+    status: int | None = None
+    reason: str = ""
+
+    @staticmethod
+    def resumed(letter: DeadLetter) -> "Tries":
+        """A dead letter put back: a fresh round of attempts, its history kept."""
+        return Tries(attempts=letter.attempts, first_at=letter.first_attempt_at, last_at=letter.last_attempt_at,
+                     status=letter.status, reason=letter.reason)
+
+    def failed(self, now: float, reason: str, *, permanent: bool, status: int | None) -> None:
+        self.attempts += 1
+        self.permanent += int(permanent)
+        self.first_at = self.first_at if self.first_at is not None else now
+        self.last_at, self.status, self.reason = now, status, reason
+
+
 class SinkWorker:
     def __init__(self, sink: Sink, outbox: Outbox, *, owner: str, min_backoff: float, max_backoff: float,
+                 dead_letter_after: int = DEFAULT_DEAD_LETTER_AFTER, dead_letters: DeadLetterStore | None = None,
                  clock: Callable[[], float] = time.time, rng: random.Random | None = None):
         self.sink = sink
         self.outbox = outbox
+        self.dead_letter_after = dead_letter_after
+        self.dead_letters = dead_letters if dead_letters is not None else dead_letters_of(outbox)
         self.owner = owner
         self.min_backoff = min_backoff
         self.max_backoff = max_backoff
@@ -122,6 +165,8 @@ class SinkWorker:
         with contextlib.suppress(Exception):
             count, oldest = await self.outbox.backlog(self.status.cursor, cap=10_000)
             self.status.backlog, self.status.oldest_pending_ms = count, oldest
+        with contextlib.suppress(Exception):
+            self.status.dead_letters = await self.dead_letters.count(self.sink.name)
 
     async def _renew_lease(self) -> bool:
         """Extends this worker's lease before each delivery attempt: an attempt is only made while the lease is ours
@@ -146,57 +191,153 @@ class SinkWorker:
                 return False
         return True
 
-    async def _deliver(self, rec: Record) -> bool:
-        """Deliver one record, retrying until it is delivered (True), the worker stops or the lease is lost (False)."""
+    async def _deliver(self, rec: Record, tries: Tries) -> Outcome:
+        """Delivers one record, retrying transient failures until it is delivered, and permanent ones until
+        dead_letter_after of them (REFUSED); STOPPED when the worker stops or the lease is lost."""
         s = self.status
-        s.oldest_pending_ms = rec.enqueued_ms
-        attempt = 0
+        attempt = 0  # this round's, for the backoff: a dead letter put back starts again at min_backoff
         while not self._stop.is_set():
             if not await self._renew_lease():
-                return False
+                return Outcome.STOPPED
             try:
                 await self.sink.deliver(rec)
             except DeliveryError as err:
                 attempt += 1
-                s.failures += 1
-                s.consecutive_failures = attempt
-                message = str(err)
-                if message != s.last_error or attempt == 1:
-                    log.warning("sink %s: delivery of event %s failed (attempt %d): %s",
-                                self.sink.name, rec.id, attempt, message)
-                s.last_error, s.last_error_at = message, self.clock()
+                self._failed(rec, tries, attempt, str(err), permanent=err.permanent, status=err.status)
+                if self._exhausted(tries):
+                    return Outcome.REFUSED
+                # retrying forever, a refusal is retried at the longest backoff: it will probably not heal by itself
+                slow = err.permanent and not self.dead_letter_after
                 delay = backoff_delay(attempt, self.min_backoff, self.max_backoff, self.rng.random(),
-                                      retry_after=err.retry_after, slow=err.slow)
-                s.state = "retrying"
-                s.next_attempt_at = self.clock() + delay
-                self._dirty = True
-                await self._persist()
-                if not await self._backoff(delay):
-                    return False
-                continue
-            except Exception as err:  # a bug in a sink must not kill delivery: treat it as a failure
+                                      retry_after=err.retry_after, slow=slow)
+            except Exception as err:  # a bug in a sink must not kill delivery: a transient failure, so nothing is lost
                 log.exception("sink %s: unexpected error delivering %s", self.sink.name, rec.id)
                 attempt += 1
-                s.failures += 1
-                s.last_error, s.last_error_at = f"{type(err).__name__}: {err}", self.clock()
-                if not await self._backoff(backoff_delay(attempt, self.min_backoff, self.max_backoff,
+                self._failed(rec, tries, attempt, f"{type(err).__name__}: {err}", permanent=False, status=None)
+                delay = backoff_delay(attempt, self.min_backoff, self.max_backoff, self.rng.random())
+            else:
+                if attempt:
+                    log.info("sink %s: delivered event %s after %d failed attempts", self.sink.name, rec.id, attempt)
+                return Outcome.DELIVERED
+            s.state = "retrying"
+            s.next_attempt_at = self.clock() + delay
+            self._dirty = True
+            await self._persist()
+            if not await self._backoff(delay):
+                return Outcome.STOPPED
+        return Outcome.STOPPED
+
+    def _failed(self, rec: Record, tries: Tries, attempt: int, message: str, *, permanent: bool,
+                status: int | None) -> None:
+        s = self.status
+        s.failures += 1
+        s.consecutive_failures = attempt
+        if message != s.last_error or attempt == 1:
+            log.warning("sink %s: delivery of event %s failed (attempt %d): %s",
+                        self.sink.name, rec.id, attempt, message)
+        s.last_error, s.last_error_at = message, self.clock()
+        tries.failed(s.last_error_at, message, permanent=permanent, status=status)
+
+    def _exhausted(self, tries: Tries) -> bool:
+        return bool(self.dead_letter_after) and tries.permanent >= self.dead_letter_after
+
+    async def _deliver_next(self, rec: Record) -> bool:
+        """Delivers or dead-letters the next record of the outbox and moves the cursor past it (False: stopped)."""
+        self.status.oldest_pending_ms = rec.enqueued_ms
+        tries = Tries()
+        outcome = await self._deliver(rec, tries)
+        if outcome is Outcome.STOPPED:
+            return False
+        if outcome is Outcome.REFUSED:
+            if not await self._dead_letter(rec, tries):
+                return False
+            self._advance(rec, delivered=False)
+            await self._persist(force=True)  # the dead letter holds the event now: a restart need not refuse it again
+            return True
+        self._advance(rec, delivered=True)
+        return True
+
+    def _advance(self, rec: Record, *, delivered: bool) -> None:
+        s = self.status
+        s.cursor = rec.pos
+        s.consecutive_failures = 0
+        s.next_attempt_at = None
+        s.backlog = max(0, s.backlog - 1)
+        s.state = "delivering"
+        if delivered:
+            self._delivered(rec)
+        self._dirty = True
+
+    def _delivered(self, rec: Record) -> None:
+        s = self.status
+        now = self.clock()
+        s.delivered += 1
+        s.last_delivered_at = now
+        s.last_latency_ms = round(now * 1000 - rec.enqueued_ms, 1)
+
+    async def _dead_letter(self, rec: Record, tries: Tries) -> bool:
+        """Stores the refused record as a dead letter, retrying while the store fails (the cursor must not pass a
+        record that is nowhere); False when stopped, or when the lease was lost (the new holder will refuse it)."""
+        letter = DeadLetter(sink=self.sink.name, uid=rec.id, pos=rec.pos, kind=rec.kind, sid=rec.sid,
+                            enqueued_ms=rec.enqueued_ms, status=tries.status, reason=tries.reason,
+                            attempts=tries.attempts, first_attempt_at=tries.first_at or self.clock(),
+                            last_attempt_at=tries.last_at or self.clock(), dead_lettered_at=self.clock(),
+                            event=rec.event)
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                stored = await self.dead_letters.add(letter, self.owner)
+            except Exception as err:
+                failures += 1
+                log.error("sink %s: could not store event %s as a dead letter: %s; retrying", self.sink.name, rec.id,
+                          err)
+                if not await self._backoff(backoff_delay(failures, self.min_backoff, self.max_backoff,
                                                          self.rng.random())):
                     return False
                 continue
-            if attempt:
-                log.info("sink %s: delivered event %s after %d failed attempts", self.sink.name, rec.id, attempt)
-            now = self.clock()
-            s.cursor = rec.pos
-            s.delivered += 1
-            s.consecutive_failures = 0
-            s.next_attempt_at = None
-            s.last_delivered_at = now
-            s.last_latency_ms = round(now * 1000 - rec.enqueued_ms, 1)
-            s.backlog = max(0, s.backlog - 1)
-            s.state = "delivering"
-            self._dirty = True
+            if not stored:
+                log.warning("sink %s: delivery lease lost before event %s was dead-lettered; the instance holding it "
+                            "now takes over", self.sink.name, rec.id)
+                return False
+            self._announce_dead_letter(letter)
             return True
         return False
+
+    def _announce_dead_letter(self, letter: DeadLetter) -> None:
+        # loud, and without the event: uid, sink and the receiver's answer are what an operator needs to act
+        s = self.status
+        s.dead_lettered += 1
+        s.dead_letters += 1
+        log.error("sink %s: event %s refused permanently (status %s: %s) after %d attempts; moved to the dead letters, "
+                  "delivery goes on with the next event. Inspect: `ztgate events dead-letters --sink %s`; once the "
+                  "receiver is fixed: `ztgate events retry-dead-letters --sink %s`", self.sink.name, letter.uid,
+                  letter.status if letter.status is not None else "-", letter.reason, letter.attempts, self.sink.name,
+                  self.sink.name)
+
+    async def _redeliver_requested(self) -> bool:
+        """Redelivers the dead letters an operator put back for this sink (False: stopped, or lease lost)."""
+        for letter in await self.dead_letters.retries(self.sink.name, READ_BATCH):
+            if not await self._redeliver(letter):
+                return False
+        return True
+
+    async def _redeliver(self, letter: DeadLetter) -> bool:
+        log.info("sink %s: redelivering dead-lettered event %s", self.sink.name, letter.uid)
+        rec, tries = letter.record(), Tries.resumed(letter)
+        outcome = await self._deliver(rec, tries)
+        if outcome is Outcome.STOPPED:
+            return False
+        if outcome is Outcome.REFUSED:
+            return await self._dead_letter(rec, tries)  # back to the dead letters, its retry mark cleared
+        if not await self.dead_letters.resolve(self.sink.name, letter.uid, self.owner):
+            return False  # the lease lapsed: the holder may send it again, which receivers de-duplicate
+        s = self.status
+        self._delivered(rec)
+        s.dead_letters = max(0, s.dead_letters - 1)
+        s.consecutive_failures, s.next_attempt_at, s.state = 0, None, "delivering"
+        self._dirty = True
+        log.info("sink %s: dead-lettered event %s delivered", self.sink.name, letter.uid)
+        return True
 
     async def run(self) -> None:
         s = self.status
@@ -215,6 +356,8 @@ class SinkWorker:
                         # keeps the lease while idle (deliveries renew it themselves)
                         if time.monotonic() - self._lease_at > LEASE_TTL / 3 and not await self._renew_lease():
                             break
+                        if not await self._redeliver_requested():
+                            break
                         records = await reader.read(READ_BATCH, timeout=1.0)
                         if not records:
                             await self._persist(force=self._dirty)
@@ -223,7 +366,7 @@ class SinkWorker:
                                 s.state, s.oldest_pending_ms = "idle", None
                             continue
                         for rec in records:
-                            if not await self._deliver(rec):
+                            if not await self._deliver_next(rec):
                                 break
                             await self._persist()
                         else:

@@ -12,6 +12,7 @@ from importlib import metadata
 
 from . import ocsf
 from .config import EventsConfig
+from .deadletters import dead_letters_of
 from .delivery import SinkWorker
 from .outbox import FileOutbox, Outbox, open_outbox
 from .sinks import make_sink
@@ -35,8 +36,11 @@ class SecurityEvents:
         self.version = product_version()
         self.outbox: Outbox = open_outbox(cfg.outbox, redis_url, spool_dir=spool_dir)
         owner = f"{instance}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.dead_letters = dead_letters_of(self.outbox)
         self.workers = [SinkWorker(make_sink(s, instance=instance, version=self.version), self.outbox, owner=owner,
-                                   min_backoff=s.min_backoff, max_backoff=s.max_backoff) for s in cfg.sinks]
+                                   min_backoff=s.min_backoff, max_backoff=s.max_backoff,
+                                   dead_letter_after=s.dead_letter_after, dead_letters=self.dead_letters)
+                        for s in cfg.sinks]
         self._tasks: list[asyncio.Task] = []
         self._stopping = asyncio.Event()
 
@@ -166,5 +170,6 @@ class SecurityEvents:
                 w.status.backlog = max(0, self.outbox.head_seq - int(w.status.cursor or 0))
             out["sinks"].append(w.status.as_dict(now))
         out["backlog_total"] = sum(s["backlog"] for s in out["sinks"])
+        out["dead_letters_total"] = sum(s["dead_letters"] for s in out["sinks"])
         out["max_lag_seconds"] = max((s["lag_seconds"] for s in out["sinks"]), default=0.0)
         return out

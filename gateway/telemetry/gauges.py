@@ -10,6 +10,8 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from prometheus_client.core import CounterMetricFamily
+
 from ..store import SessionState, StoreUnavailable
 from .metrics import Observations
 
@@ -32,6 +34,7 @@ class GatewayGauges:
         t.observable_gauge("ztgate_events_backlog", ("sink",), self.backlog, "security events not yet delivered")
         t.observable_gauge("ztgate_events_lag_seconds", ("sink",), self.lag,
                            "age of the oldest undelivered security event")
+        t.registry.register(_DeadLettered(self))
 
     async def run(self) -> None:
         while True:
@@ -60,3 +63,24 @@ class GatewayGauges:
 
     def lag(self) -> Observations:
         return [(s.get("lag_seconds", 0.0), {"sink": str(s.get("name", ""))}) for s in self._sinks()]
+
+
+class _DeadLettered:
+    """ztgate_events_dead_lettered_total{sink}: events this process moved to a sink's dead letters, read from the
+    events service's status() like the gauges above, but typed as a counter so that rate() and OTLP (a Sum) fit."""
+
+    def __init__(self, gauges: GatewayGauges) -> None:
+        self.gauges = gauges
+
+    def collect(self):
+        family = CounterMetricFamily("ztgate_events_dead_lettered", "security events moved to a sink's dead letters",
+                                     labels=("sink",))
+        try:
+            for s in self.gauges._sinks():
+                family.add_metric([str(s.get("name", ""))], float(s.get("dead_lettered", 0)))
+        except Exception:  # a broken reading must not break the scrape
+            log.exception("reading ztgate_events_dead_lettered_total failed")
+        yield family
+
+    def describe(self):
+        return []

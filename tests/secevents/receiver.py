@@ -1,6 +1,6 @@
 """A real HTTP receiver process for the delivery tests: fails in scripted ways, then recovers.
 
-usage: receiver.py PORT LOG_FILE SECRET FAILURES
+usage: receiver.py PORT LOG_FILE SECRET FAILURES [ROOT [REFUSE]]
 FAILURES is a comma-separated list applied to successive requests, then every request succeeds:
   timeout   sleep longer than the sender's timeout, then answer 200 (too late)
   500       answer 500
@@ -10,6 +10,9 @@ FAILURES is a comma-separated list applied to successive requests, then every re
   400       answer 400
   429       answer 429 with Retry-After: 0
   503soon   answer 503 with Retry-After: soon (neither a number nor an HTTP date)
+  NNN       any other HTTP status, e.g. 401, 422, 425
+REFUSE, as STATUS:TEXT, refuses every request whose body contains TEXT with STATUS, whatever the plan says: a
+poison event, refused each time it is sent, while the others are received.
 Every request that reaches the body is logged as one JSON line {id, ts, valid, status, path, body}.
 """
 
@@ -25,6 +28,7 @@ from gateway.secevents.signing import verify  # noqa: E402
 
 PORT, LOG, SECRET = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 PLAN = [p for p in sys.argv[4].split(",") if p] if len(sys.argv) > 4 else []
+REFUSE_STATUS, _, REFUSE_TEXT = (sys.argv[6] if len(sys.argv) > 6 else "").partition(":")
 lock = threading.Lock()
 counter = {"n": 0}
 
@@ -49,8 +53,10 @@ class Handler(BaseHTTPRequestHandler):
             return
         body = self.rfile.read(length)
         v = verify(SECRET, dict(self.headers.items()), body, max_age=300)
-        status = {"ok": 200, "slow": 200, "timeout": 200, "500": 500, "redirect": 302, "400": 400, "429": 429,
-                  "503soon": 503}[mode]
+        if REFUSE_TEXT and REFUSE_TEXT.encode() in body:
+            mode = REFUSE_STATUS
+        status = int(mode) if mode.isdigit() else {"ok": 200, "slow": 200, "timeout": 200, "redirect": 302,
+                                                   "503soon": 503}[mode]
         if mode == "timeout":
             time.sleep(2.0)
         if mode == "slow":

@@ -83,3 +83,28 @@ def test_a_number_too_large_for_a_float_is_refused():
     with pytest.raises(ConfigError) as exc:
         EventsConfig.from_dict({"max_backoff": 10 ** 400})
     assert exc.value.path == ("max_backoff",) and "too large" in exc.value.message
+
+
+def test_dead_letter_after_defaults_to_five_is_inherited_and_may_be_zero():
+    cfg = EventsConfig.from_dict({"sinks": [{"type": "jsonl", "path": "/x"}]})
+    assert cfg.sinks[0].dead_letter_after == 5
+    cfg = EventsConfig.from_dict({"dead_letter_after": "3", "sinks": [  # ${ENV} expansion yields strings
+        {"type": "jsonl", "path": "/x"}, {"type": "webhook", "url": "https://x.example", "secret": SECRET,
+                                          "dead_letter_after": 0}]})
+    assert [s.dead_letter_after for s in cfg.sinks] == [3, 0]  # 0: never dead-letter, retry forever
+
+
+@pytest.mark.parametrize("section, path, words", [
+    ({"dead_letter_after": -1}, ("dead_letter_after",), "at least 0"),
+    ({"dead_letter_after": 2.5}, ("dead_letter_after",), "an integer"),
+    ({"dead_letter_after": "often"}, ("dead_letter_after",), "a number"),
+    ({"sinks": [{"type": "jsonl", "path": "/x", "dead_letter_after": True}]}, ("sinks", 0, "dead_letter_after"),
+     "an integer"),
+    ({"sinks": [{"type": "otlp", "endpoint": "http://c:4318/v1/logs", "dead_letter_after": -3}]},
+     ("sinks", 0, "dead_letter_after"), "at least 0"),
+])
+def test_dead_letter_after_errors_name_the_key_path(section, path, words):
+    with pytest.raises(ConfigError) as exc:
+        EventsConfig.from_dict(section)
+    assert exc.value.path == path
+    assert words in exc.value.message

@@ -10,7 +10,7 @@ import httpx
 
 from ..config import OtlpSinkConfig
 from ..outbox import Record
-from .base import DeliveryError, event_body
+from .base import DeliveryError, event_body, is_transient_http
 
 # OCSF severity_id -> OpenTelemetry SeverityNumber
 OTEL_SEVERITY = {0: (0, "UNSPECIFIED"), 1: (9, "INFO"), 2: (10, "INFO2"), 3: (13, "WARN"), 4: (17, "ERROR"),
@@ -78,8 +78,7 @@ class OtlpSink:
         if 200 <= resp.status_code < 300:
             return
         code = resp.status_code
-        retryable = code in (408, 429) or code >= 500
-        raise DeliveryError(f"OTLP export answered HTTP {code}", slow=not retryable)
+        raise DeliveryError(f"OTLP export answered HTTP {code}", permanent=not is_transient_http(code), status=code)
 
     async def close(self) -> None:
         await self._client.aclose()

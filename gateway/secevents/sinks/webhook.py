@@ -1,4 +1,5 @@
-"""Webhook sink: POST the OCSF event as JSON, signed; 2xx = delivered, anything else is retried.
+"""Webhook sink: POST the OCSF event as JSON, signed; 2xx = delivered. Connection errors, timeouts, 408, 425, 429 and
+5xx are transient failures; any other answer is a permanent one (see DeliveryError).
 
 Redirects are never followed: security data must not be posted to wherever a 3xx points.
 """
@@ -14,9 +15,7 @@ import httpx
 from ..config import WebhookSinkConfig
 from ..outbox import Record
 from ..signing import signed_headers
-from .base import DeliveryError, event_body
-
-RETRYABLE_4XX = {408, 425, 429}
+from .base import DeliveryError, event_body, is_transient_http
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -65,12 +64,13 @@ class WebhookSink:
             return
         if 300 <= code < 400:
             raise DeliveryError(f"HTTP {code} redirect to {resp.headers.get('location', '?')!r} refused "
-                                "(security events are never posted to a redirect target; fix the sink URL)", slow=True)
+                                "(security events are never posted to a redirect target; fix the sink URL)",
+                                permanent=True, status=code)
         retry_after = _retry_after(resp.headers.get("retry-after"))
-        if code in RETRYABLE_4XX or code >= 500:
-            raise DeliveryError(f"HTTP {code}", retry_after=retry_after)
-        raise DeliveryError(f"HTTP {code} (rejected by receiver; retrying slowly, check its logs)",
-                            retry_after=retry_after, slow=True)
+        if is_transient_http(code):
+            raise DeliveryError(f"HTTP {code}", retry_after=retry_after, status=code)
+        raise DeliveryError(f"HTTP {code} (rejected by the receiver; check its logs)", retry_after=retry_after,
+                            permanent=True, status=code)
 
     async def close(self) -> None:
         await self._client.aclose()
