@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     pol.add_argument("target", help="policy directory (check, test) or SID (explain)")
     _client_args(pol)
 
-    ev = sub.add_parser("events", help="security events: tail, status, verify a webhook signature")
+    ev = sub.add_parser("events", help="security events: tail, status, verify a webhook signature, dead letters")
     ev.add_argument("--config", "-c")
     ev.add_argument("args", nargs=argparse.REMAINDER)
 
