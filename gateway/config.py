@@ -395,7 +395,21 @@ def _routes(raw: Any, path: KeyPath) -> tuple[Route, ...]:
             ssl_verify=sec.get("ssl_verify", bool, True),
             trusted_proxies=_trusted_proxies(sec, p),
         ))
+    _check_upstream_verification(routes, path)
     return tuple(routes)
+
+
+def _check_upstream_verification(routes: list[Route], path: KeyPath) -> None:
+    """Certificate checks are decided per upstream address (gateway/proxy/master.py): routes to one address must
+    agree, or one route's `ssl_verify: false` would silently cover the other's."""
+    verify_of: dict[tuple[str, int], Route] = {}
+    for i, route in enumerate(routes):
+        key = (route.upstream.host, route.upstream.port)
+        other = verify_of.setdefault(key, route)
+        if other.ssl_verify != route.ssl_verify:
+            raise ConfigError(path + (i, "ssl_verify"), f"routes {other.name!r} and {route.name!r} reach "
+                              f"{route.upstream.host}:{route.upstream.port} but disagree on ssl_verify",
+                              "certificate checks apply per upstream address: give both the same ssl_verify")
 
 
 def _identity(raw: Any, path: KeyPath, base: Path) -> IdentityConfig:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mitmproxy import ctx, options
+from OpenSSL import SSL
 from mitmproxy.addons import core, errorcheck, next_layer, proxyserver, tlsconfig
 from mitmproxy.master import Master
 from mitmproxy.proxy import mode_servers
@@ -64,13 +65,32 @@ def _certs(gw: "Gateway") -> list[str]:
 
 
 class ReverseProxyTlsConfig(tlsconfig.TlsConfig):
-    """mitmproxy's TLS handling without its CRL responder.
+    """mitmproxy's TLS handling without its CRL responder, with upstream certificate checks per route.
 
     TlsConfig answers any request whose path ends in /mitmproxy-<CA serial>.crl itself, for the certificates an
     intercepting proxy mints; ztgate serves configured certificates, and every path of a route belongs to the
-    upstream. Without a `request` hook it is also one dispatch less per request."""
+    upstream. Without a `request` hook it is also one dispatch less per request.
+
+    mitmproxy's `ssl_insecure` turns upstream verification off for every connection, so one route with
+    `ssl_verify: false` (a lab box with a self-signed certificate) would have made every upstream spoofable. It stays
+    off; the upstream addresses of such routes (config.py refuses an address that routes disagree on) skip the
+    check on their own connections only."""
 
     request = None  # type: ignore[assignment]
+
+    def __init__(self, unverified: frozenset[tuple[str, int]] = frozenset()) -> None:
+        super().__init__()
+        self.unverified = unverified
+
+    def tls_start_server(self, tls_start: Any) -> None:
+        super().tls_start_server(tls_start)
+        address = tls_start.conn.address
+        if tls_start.ssl_conn is not None and address is not None and (address[0], address[1]) in self.unverified:
+            tls_start.ssl_conn.set_verify(SSL.VERIFY_NONE)
+
+
+def unverified_upstreams(routes: Any) -> frozenset[tuple[str, int]]:
+    return frozenset((r.upstream.host, r.upstream.port) for r in routes if not r.ssl_verify)
 
 
 def build_master(gw: "Gateway", lifecycle: "Lifecycle | None" = None) -> Master:
@@ -83,14 +103,14 @@ def build_master(gw: "Gateway", lifecycle: "Lifecycle | None" = None) -> Master:
     discard_trailers()
     # one ztgate addon only: every addon with a hook costs a dispatch of every request's hook, so the Lifecycle
     # bookkeeping is called by ZtgateAddon instead of being an addon of its own
-    master.addons.add(core.Core(), proxyserver.Proxyserver(), next_layer.NextLayer(), ReverseProxyTlsConfig(),
+    master.addons.add(core.Core(), proxyserver.Proxyserver(), next_layer.NextLayer(), ReverseProxyTlsConfig(unverified_upstreams(gw.config.routes)),
                       errorcheck.ErrorCheck(), ZtgateAddon(gw, lifecycle or Lifecycle()))
     modes = listener_modes(gw)
     opts.update(
         mode=modes,
         keep_host_header=True,  # the addon needs the client's Host to route; it rewrites per route
         stream_large_bodies="1m",  # bounded memory for large uploads and downloads
-        ssl_insecure=any(not r.ssl_verify for r in gw.config.routes),
+        ssl_insecure=False,  # per route instead: ReverseProxyTlsConfig
         certs=_certs(gw),
         connection_strategy=connection_strategy(modes),
         tcp_timeout=24 * 3600,  # an idle remote-desktop connection is not a dead one

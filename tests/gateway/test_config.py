@@ -72,6 +72,8 @@ def test_good_config_parses_and_routes():
      "also the host of route 'a'"),
     ("routes: [{name: a, upstream: 'http://x:1'}]\nsession: {cookie_name: 'zt session'}\n", 2, "not a cookie name"),
     ("routes: [{name: a, upstream: 'http://x:1'}]\nsession: {cookie_name: __Host-zt}\n", 2, "needs secure: always"),
+    ("routes:\n  - {name: a, upstream: 'https://x:443'}\n  - {name: b, upstream: 'https://x:443', path_prefix: /b, "
+     "ssl_verify: false}\n", 3, "disagree on ssl_verify"),
     ("routes: [{name: a, upstream: 'http://x:1'}]\nsession: {cookie_name: __Secure-zt, secure: auto}\n", 2,
      "needs secure: always"),
 ])
