@@ -7,14 +7,23 @@ import json
 import sys
 from typing import Any
 
-from urllib.parse import quote
+import ipaddress
+from dataclasses import dataclass
+from urllib.parse import quote, urlsplit
 
 import httpx
 
 from ..text import printable, printable_tree
 
 
-def _target(args: argparse.Namespace) -> tuple[str, str]:
+@dataclass(frozen=True)
+class Target:
+    url: str
+    token: str
+    verify: bool | str  # httpx's verify: True (system CAs), a CA bundle path, or False
+
+
+def _target(args: argparse.Namespace) -> Target:
     url, token = args.url, args.token
     if args.config and (not url or not token):
         from .configfile import load_config
@@ -27,16 +36,33 @@ def _target(args: argparse.Namespace) -> tuple[str, str]:
         token = token or cfg.admin.token
     if not url or not token:
         raise SystemExit("ztgate: give --url and --token (or ZTGATE_URL and ZTGATE_ADMIN_TOKEN, or --config)")
-    return url.rstrip("/"), token
+    url = url.rstrip("/")
+    return Target(url, token, tls_verification(url, getattr(args, "ca", None), getattr(args, "insecure", False)))
 
 
-def _call(method: str, url: str, token: str, path: str, body: Any = None) -> tuple[int, Any]:
+def tls_verification(url: str, ca: str | None, insecure: bool) -> bool | str:
+    """The admin token goes only to a gateway whose certificate checks out, except on loopback (the gateway's own
+    host: nobody sits between) or when the admin says --insecure. --ca names the CA of a private PKI."""
+    if insecure:
+        return False
+    if ca:
+        return ca
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return False
     try:
-        r = httpx.request(method, f"{url}/.ztgate/admin/api{path}", headers={"Authorization": f"Bearer {token}",
-                                                                             "Accept": "application/json"},
-                          json=body, timeout=10.0, verify=False)
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
+
+
+def _call(method: str, target: Target, path: str, body: Any = None) -> tuple[int, Any]:
+    try:
+        r = httpx.request(method, f"{target.url}/.ztgate/admin/api{path}",
+                          headers={"Authorization": f"Bearer {target.token}", "Accept": "application/json"},
+                          json=body, timeout=10.0, verify=target.verify)
     except httpx.HTTPError as exc:
-        raise SystemExit(f"ztgate: cannot reach the gateway at {url}: {exc}") from None
+        raise SystemExit(f"ztgate: cannot reach the gateway at {target.url}: {exc}") from None
     try:
         return r.status_code, r.json()
     except ValueError:
@@ -44,14 +70,14 @@ def _call(method: str, url: str, token: str, path: str, body: Any = None) -> tup
 
 
 def admin_command(kind: str, args: argparse.Namespace) -> int:
-    url, token = _target(args)
+    gateway = _target(args)
     action, target = getattr(args, "action", None), getattr(args, "target", None)
     needs_target = {"show", "terminate", "step-up", "reset", "import", "remove"}
     if kind != "explain" and action in needs_target and not target:
         print(f"ztgate {kind} {action}: missing SID/USER", file=sys.stderr)
         return 2
     if kind == "profiles" and action == "import":
-        return _import_profile(url, token, target, getattr(args, "file", None), args.json)
+        return _import_profile(gateway, target, getattr(args, "file", None), args.json)
     if kind == "sessions":
         method, path = {"list": ("GET", "/sessions"), "show": ("GET", f"/sessions/{target}"),
                         "terminate": ("POST", f"/sessions/{target}/terminate"),
@@ -63,7 +89,7 @@ def admin_command(kind: str, args: argparse.Namespace) -> int:
         method, path = ("GET", "/locks") if action == "list" else ("DELETE", f"/locks/{quote(target, safe='')}")
     else:
         method, path = "GET", f"/sessions/{target}/explain"
-    status, data = _call(method, url, token, path)
+    status, data = _call(method, gateway, path)
     if status >= 400:
         print(printable(f"ztgate: {status} {data.get('error')}: {data.get('error_description', '')}"),
               file=sys.stderr)
@@ -75,7 +101,7 @@ def admin_command(kind: str, args: argparse.Namespace) -> int:
     return 0
 
 
-def _import_profile(url: str, token: str, user: str, file: str | None, as_json: bool) -> int:
+def _import_profile(gateway: Target, user: str, file: str | None, as_json: bool) -> int:
     """`ztgate profiles import USER FILE`: upload a profile built offline; the gateway checks that it loads."""
     from pathlib import Path
 
@@ -88,10 +114,11 @@ def _import_profile(url: str, token: str, user: str, file: str | None, as_json: 
         print(f"ztgate profiles import: cannot read {file}: {exc.strerror}", file=sys.stderr)
         return 2
     try:
-        r = httpx.put(f"{url}/.ztgate/admin/api/profiles/{user}", content=blob, timeout=10.0, verify=False,
-                      headers={"Authorization": f"Bearer {token}", "Content-Type": "application/octet-stream"})
+        r = httpx.put(f"{gateway.url}/.ztgate/admin/api/profiles/{quote(user, safe='')}", content=blob, timeout=10.0,
+                      verify=gateway.verify,
+                      headers={"Authorization": f"Bearer {gateway.token}", "Content-Type": "application/octet-stream"})
     except httpx.HTTPError as exc:
-        raise SystemExit(f"ztgate: cannot reach the gateway at {url}: {exc}") from None
+        raise SystemExit(f"ztgate: cannot reach the gateway at {gateway.url}: {exc}") from None
     try:
         data = r.json()
     except ValueError:

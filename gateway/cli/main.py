@@ -85,6 +85,10 @@ def _client_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", default=os.environ.get("ZTGATE_URL"), help="gateway URL (or ZTGATE_URL)")
     p.add_argument("--token", default=os.environ.get("ZTGATE_ADMIN_TOKEN"), help="admin token (or ZTGATE_ADMIN_TOKEN)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--ca", default=os.environ.get("ZTGATE_CA"),
+                   help="CA bundle to check the gateway's certificate against (or ZTGATE_CA); default: system CAs")
+    p.add_argument("--insecure", action="store_true", default=os.environ.get("ZTGATE_INSECURE") == "1",
+                   help="send the admin token without checking the gateway's certificate (loopback is never checked)")
 
 
 def _setup_logging(level: str = "info", fmt: str = "text") -> None:

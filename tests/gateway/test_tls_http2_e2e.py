@@ -5,7 +5,10 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import secrets
+import os
 import ssl
+import subprocess
+import sys
 
 import httpx
 import jwt
@@ -113,3 +116,36 @@ def test_plain_http_on_the_tls_listener_gets_no_session(env):
     # a reverse:http listener also accepts plain clients; without a session they are sent to sign in
     r = httpx.get(f"http://127.0.0.1:{gw.port}/echo/x", headers={"Accept": "application/json"})
     assert r.status_code == 401
+
+
+def _cli(gw, *extra: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("ZTGATE_CA", "ZTGATE_INSECURE")}
+    return subprocess.run([sys.executable, "-m", "gateway.cli.main", "sessions", "list", "--json",
+                           "--token", gw.admin_token, *extra], capture_output=True, text=True, timeout=60, env=env)
+
+
+def test_the_admin_cli_checks_the_gateways_certificate_when_told_which_ca(env, tmp_path):
+    """The CLI used to send the admin token with verify=False whatever the URL; now it checks against the system
+    CAs or --ca (loopback, the gateway's own host, is not checked unless --ca says so)."""
+    gw, _, cert = env
+    url = f"https://127.0.0.1:{gw.port}"
+    assert _cli(gw, "--url", url, "--ca", cert).returncode == 0
+    other_cert, _ = self_signed(tmp_path)  # a CA that did not sign the gateway's certificate
+    refused = _cli(gw, "--url", url, "--ca", other_cert)
+    assert refused.returncode != 0 and "cannot reach the gateway" in refused.stderr
+    assert _cli(gw, "--url", url).returncode == 0  # loopback
+
+
+@pytest.mark.parametrize("url, ca, insecure, verify", [
+    ("https://gw.example.com:8443", None, False, True),
+    ("https://192.0.2.7", None, False, True),
+    ("https://gw.example.com", "/etc/ca.pem", False, "/etc/ca.pem"),
+    ("https://gw.example.com", None, True, False),
+    ("https://127.0.0.1:8443", None, False, False),
+    ("https://[::1]:8443", None, False, False),
+    ("http://localhost:8080", None, False, False),
+])
+def test_admin_cli_tls_verification_rules(url, ca, insecure, verify):
+    from gateway.cli.client import tls_verification
+
+    assert tls_verification(url, ca, insecure) == verify
