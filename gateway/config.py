@@ -589,6 +589,7 @@ def from_document(doc: SourceDocument, *, base: Path | None = None) -> Config:
     try:
         top = _Section(doc.data, (), TOP_LEVEL)
         d = doc.data
+        _refuse_placeholders(d, ())
         listeners = _listeners(d.get("listeners"), ("listeners",), base)
         store = _store(d.get("store"), ("store",))
         routes = _routes(d.get("routes"), ("routes",))
@@ -625,6 +626,24 @@ def from_document(doc: SourceDocument, *, base: Path | None = None) -> Config:
         )
     except ConfigError as err:
         raise ConfigInvalid([doc.describe(err)]) from None
+
+
+PLACEHOLDER = "replace-me"
+
+
+def _refuse_placeholders(node: Any, path: KeyPath) -> None:
+    """The shipped templates (deploy/) mark every secret to fill in with REPLACE-ME: a gateway started with one left
+    would trust a token or sign with a secret that is published in the repository."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            _refuse_placeholders(value, path + (key,))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            _refuse_placeholders(value, path + (i,))
+    elif isinstance(node, str) and PLACEHOLDER in node.lower():
+        raise ConfigError(path, "a REPLACE-ME placeholder from a template is still in the config (or its environment)",
+                          "put the real value in its place (for secrets: in the environment variable the config "
+                          "names)")
 
 
 def _check_admin_host(admin: AdminConfig, routes: tuple[Route, ...]) -> None:

@@ -72,6 +72,9 @@ def test_good_config_parses_and_routes():
      "also the host of route 'a'"),
     ("routes: [{name: a, upstream: 'http://x:1'}]\nsession: {cookie_name: 'zt session'}\n", 2, "not a cookie name"),
     ("routes: [{name: a, upstream: 'http://x:1'}]\nsession: {cookie_name: __Host-zt}\n", 2, "needs secure: always"),
+    ("routes: [{name: a, upstream: 'http://x:1'}]\nadmin: {token: '${ZTGATE_ADMIN_TOKEN}'}\n", 2, "REPLACE-ME placeholder"),
+    ("routes: [{name: a, upstream: 'http://x:1'}]\nevents:\n  sinks:\n    - {type: webhook, url: 'https://s/x', "
+     "secret: REPLACE-ME-with-a-long-random-secret}\n", 4, "REPLACE-ME placeholder"),
     ("routes:\n  - {name: a, upstream: 'https://x:443'}\n  - {name: b, upstream: 'https://x:443', path_prefix: /b, "
      "ssl_verify: false}\n", 3, "disagree on ssl_verify"),
     ("routes: [{name: a, upstream: 'http://x:1'}]\nsession: {cookie_name: __Secure-zt, secure: auto}\n", 2,
@@ -79,7 +82,7 @@ def test_good_config_parses_and_routes():
 ])
 def test_bad_config_names_file_and_line(text, line, fragment):
     with pytest.raises(ConfigInvalid) as info:
-        loads(text, file="ztgate.yaml", env={})
+        loads(text, file="ztgate.yaml", env={"ZTGATE_ADMIN_TOKEN": "replace-me-with-a-long-random-token"})
     message = str(info.value)
     assert message.startswith(f"ztgate.yaml:{line}:"), message
     assert fragment in message, message
