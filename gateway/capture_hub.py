@@ -2,6 +2,10 @@
 
 One parser per connection, chosen by the route's kind. The session's current state decides the filter applied
 to each message (hold input during a pending step-up; drop clipboard and file transfer when restricted).
+
+A stream whose input stops being parsed (opaque) is no longer scored: the monitor is told at once, so that the
+policies can act on it (`session.opaque_streams`), and while a filter is in force such a stream is cut at its next
+message in either direction, since it can no longer be filtered.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from .capture.common import Filter, NO_FILTER
+from .capture.common import Filter, NO_FILTER, Opacity
 from .capture.guacamole import GuacamoleParser
 from .capture.rfb import RfbParser
 from .capture.terminal import TerminalParser
@@ -77,7 +81,7 @@ class CaptureHub:
         t = message.timestamp * 1000.0
         parser = state.capture
         result = parser.feed_client(data, t, filt) if message.from_client else parser.feed_server(data, t, filt)
-        if result.opaque and filt.active:
+        if self._unfilterable(state, result) and filt.active:
             # unparseable under a restriction: nothing of it may pass (it could be held input or a blocked
             # clipboard), nor anything after it until the cut below lands
             message.drop()
@@ -104,28 +108,51 @@ class CaptureHub:
         parser = state.capture
         data = message.content
         result = parser.feed_client(data, t, filt) if message.from_client else parser.feed_server(data, t, filt)
-        if result.opaque and filt.active:
+        if self._unfilterable(state, result) and filt.active:
             message.content = b""  # as for a WebSocket message: the stream is cut, and nothing unfiltered passes
         elif result.forward != data:
             message.content = result.forward or b""
         self._after(state, result, filt)
 
+    @staticmethod
+    def _unfilterable(state: "FlowState", result: Any) -> bool:
+        """This message, or the stream's input, is no longer parsed. A stream whose input is opaque is cut under a
+        filter on any message, also one from the server that was parsed: otherwise a blinded stream that keeps quiet
+        while a step-up is pending would carry on unread once the step-up is passed."""
+        return result.opaque or bool(state.extra.get("input_opaque"))
+
     def _after(self, state: "FlowState", result: Any, filt: Filter) -> None:
+        self._note_input_opacity(state)
         if result.opaque and not state.extra.get("opaque_seen"):
-            # from here on this stream's input is not scored: one malformed message is enough for that, so the
-            # admin must hear of it (the reason names a parser check, never the stream's content)
+            # from here on this stream's input is not scored (unless only the server side went): one malformed
+            # message is enough for that, so the admin must hear of it (the reason names a parser check, never the
+            # stream's content)
             state.extra["opaque_seen"] = True
             self.gw.telemetry.count("ztgate_capture_opaque_total", kind=state.route.kind)
-            log.warning("session %s: %s stream no longer parsed (%s); its input is not scored from here on",
-                        state.sid, state.route.kind, result.reason)
-        if result.opaque and filt.active and not state.extra.get("opaque_cut"):
+            consequence = ("its input is not scored from here on" if state.extra.get("input_opaque")
+                           else "server side only: its input is still scored")
+            log.warning("session %s: %s stream no longer parsed (%s); %s",
+                        state.sid, state.route.kind, result.reason, consequence)
+        if self._unfilterable(state, result) and filt.active and not state.extra.get("opaque_cut"):
             # The stream can no longer be filtered: with a restriction in force, the only safe answer is to cut.
             state.extra["opaque_cut"] = True
             log.warning("session %s: %s stream became opaque (%s) under a restriction; closing it",
-                        state.sid, state.route.kind, result.reason)
+                        state.sid, state.route.kind, result.reason or getattr(state.capture, "reason", None))
             self.gw.spawn(self._cut(state.sid), name="ztgate-opaque-cut")
         if len(result.events):
             self.gw.monitor.submit(state.sid, result.events)
+
+    def _note_input_opacity(self, state: "FlowState") -> None:
+        """Tells the monitor, once per stream, that the stream's input is no longer parsed (server-side opacity alone,
+        like RFB's burst mode, leaves input parsed and scored, and is not this)."""
+        if state.extra.get("input_opaque") or state.capture is None:
+            return
+        opacity = getattr(state.capture, "input_opacity", None)
+        if opacity is None:
+            return
+        state.extra["input_opaque"] = True
+        self.gw.spawn(self.gw.monitor.stream_opaque(state.sid, oversized=opacity == Opacity.OVERSIZED),
+                      name="ztgate-stream-opaque")
 
     async def _cut(self, sid: str) -> None:
         for client_id in self.gw.connections.client_ids(sid):

@@ -38,6 +38,24 @@ _FLUSH_AFTER = 0.1  # seconds input waits to be scored with what follows it
 # events one session may queue for one flush (a few scorer updates of MAX_BATCH); a person produces a few hundred in
 # 100 ms at most, so the excess is a flood, dropped and counted rather than scored at any CPU cost
 _PENDING_MAX_EVENTS = 4 * MAX_BATCH
+# A profile that could not be read because the store was down is read again on a later input flush: first after
+# this long, then after twice as long each time the store is still down, up to _PROFILE_RETRY_MAX. Input flushes
+# come every 100 ms; without the backoff every one of every such session would knock on a store that is down.
+_PROFILE_RETRY_FIRST = 5.0
+_PROFILE_RETRY_MAX = 60.0
+
+
+@dataclass
+class ProfileRetry:
+    """The user's profile is unknown because the store was down when the session started: read it again when `due`
+    (monitor clock, seconds) has passed, then wait `delay` before the next attempt."""
+
+    due: float
+    delay: float = _PROFILE_RETRY_FIRST
+
+    def postpone(self, now: float) -> None:
+        self.delay = min(self.delay * 2.0, _PROFILE_RETRY_MAX)
+        self.due = now + self.delay
 
 
 @dataclass
@@ -50,6 +68,12 @@ class LiveSession:
     # False when the store could not say whether the user has a profile (down, or the stored one does not load):
     # the session is scored without one, but neither enrols a new profile (it would replace the real one) nor learns
     learning: bool = True
+    # set while the profile is unknown because the store was down (not when it is unreadable: that needs an admin)
+    profile_retry: ProfileRetry | None = None
+    # this session's streams whose input stopped being parsed here since its last passed step-up (their input is not
+    # scored); of those, the ones stopped only by a well-formed message over a parser size bound
+    opaque_streams: int = 0
+    opaque_streams_oversized: int = 0
     assessment: Assessment | None = None
     last_persist: float = 0.0
     enrol: list[np.ndarray] = field(default_factory=list)
@@ -66,6 +90,7 @@ class Monitor:
         self._pending_events: dict[str, int] = {}
         self._flushing: set[str] = set()
         self._errors_logged: dict[str, float] = {}  # "policy/rule" -> when its last runtime error was logged
+        self.clock = time.monotonic  # when profile reads are retried (tests set their own)
 
     # ------------------------------------------------------------------ session lifecycle
 
@@ -81,14 +106,16 @@ class Monitor:
             return None
         profile = None
         learning = True  # only while the store has said definitively what the user's profile is (or that there is none)
+        retry = None
         try:
             blob = await self.gw.store.get_profile(record.sub)
             if blob is not None:
                 profile = scoring.Profile.from_bytes(blob)
         except StoreUnavailable:
             learning = False
+            retry = ProfileRetry(due=self.clock() + _PROFILE_RETRY_FIRST)
             log.warning("profile of %s unavailable (store down): scoring session %s with population baselines, "
-                        "without enrolment or learning", record.sub, sid)
+                        "without enrolment or learning, until the store answers", record.sub, sid)
         except Exception as exc:  # a corrupt or old profile must not stop scoring
             learning = False
             log.error("profile of %s unreadable (%s): scoring session %s with population baselines, without "
@@ -96,7 +123,7 @@ class Monitor:
         expected = self._expectations(record)
         scorer = scoring.SessionScorer(profile, expected_rtt_ms=expected)
         entry = LiveSession(sid=sid, user=record.sub, scorer=scorer, profile=profile,
-                            integrity=self.gw.new_integrity(), learning=learning)
+                            integrity=self.gw.new_integrity(), learning=learning, profile_retry=retry)
         self._live[sid] = entry
         self.gw.telemetry.gauge("ztgate_scored_sessions", len(self._live))
         return entry
@@ -132,6 +159,9 @@ class Monitor:
         entry = self._live.get(sid)
         if entry is not None:
             entry.scorer.reset_evidence()
+            # the person who passed it answers for the unparsed streams too (those still open were cut while the
+            # step-up was pending, as soon as anything crossed them: an opaque stream cannot be held)
+            entry.opaque_streams = entry.opaque_streams_oversized = 0
             entry.assessment = entry.scorer.update(empty(0))
             entry.last_persist = 0.0
             await self._persist(entry)
@@ -171,10 +201,13 @@ class Monitor:
         entry = await self.live(sid)
         if entry is None:
             return None
+        adopted = entry.profile_retry is not None and await self._retry_profile(entry)
         clean, dropped = sanitize(batch, now_ms=time.time() * 1000.0)
         if dropped:
             self.gw.telemetry.count("ztgate_events_dropped_total", value=dropped)
         if len(clean) == 0:
+            if adopted:  # what the profile judged of the typing so far must reach the policies now
+                await self.evaluate(sid)
             return entry.assessment
         # the scorer takes at most MAX_BATCH events per update (a flush can hold more): in order, each chunk decided
         for start in range(0, len(clean), MAX_BATCH):
@@ -192,6 +225,17 @@ class Monitor:
                 self._collect_enrolment(entry, chunk)
             await self.evaluate(sid)
         return entry.assessment
+
+    async def stream_opaque(self, sid: str, *, oversized: bool) -> None:
+        """One of the session's streams stopped being parsed: its input is no longer scored. The policies hear of it
+        now (`session.opaque_streams`), not at the session's next input: the stream that would carry that input is
+        the one nobody reads any more. `oversized`: stopped only by a well-formed message over a parser size bound."""
+        entry = await self.live(sid)
+        if entry is None:
+            return
+        entry.opaque_streams += 1
+        entry.opaque_streams_oversized += int(oversized)
+        await self.evaluate(sid)
 
     def net_sample(self, sid: str, rtt_ms: float, rttvar_ms: float) -> None:
         """A kernel TCP RTT sample of one of the session's client connections."""
@@ -292,6 +336,8 @@ class Monitor:
                 "step_up_failures": int(record.step_up.get("failures", 0)),
                 "evidence_keystrokes": assessment.evidence.keystrokes if assessment else 0,
                 "evidence_seconds": assessment.evidence.seconds if assessment else 0.0,
+                "opaque_streams": entry.opaque_streams if entry else 0,
+                "opaque_streams_oversized": entry.opaque_streams_oversized if entry else 0,
             },
             "user": {"name": record.sub, "email": record.email, "groups": list(record.groups), "site": record.site,
                      "country": record.country},
@@ -323,6 +369,46 @@ class Monitor:
         return data
 
     # ------------------------------------------------------------------ profiles
+
+    async def _retry_profile(self, entry: LiveSession) -> bool:
+        """Reads the profile again if its retry is due; True when the session's scorer now judges against it."""
+        retry = entry.profile_retry
+        now = self.clock()
+        if retry is None or now < retry.due:
+            return False
+        retry.postpone(now)  # before the read: input flushed while it waits must not start a second one
+        try:
+            blob = await self.gw.store.get_profile(entry.user)
+        except StoreUnavailable:
+            return False
+        entry.profile_retry = None
+        if blob is None:
+            # the store has now said there is none: enrolment may start, from the input that follows
+            entry.learning = True
+            log.info("store answered for %s: no typing profile; session %s may enrol one", entry.user, entry.sid)
+            return False
+        try:
+            profile = scoring.Profile.from_bytes(blob)
+        except Exception as exc:  # as at the start: scored without it, never overwritten
+            log.error("profile of %s unreadable (%s): scoring session %s with population baselines, without "
+                      "enrolment or learning (reset or re-import the profile)", entry.user, exc, entry.sid)
+            return False
+        self._adopt_profile(entry, profile)
+        return True
+
+    def _adopt_profile(self, entry: LiveSession, profile: Any) -> None:
+        # The scorer takes the profile in place (scoring.SessionScorer.adopt_profile): a rebuilt scorer would have to
+        # be fed the session's input again, which the monitor does not keep, and would lose what was flagged.
+        unjudged = entry.scorer.adopt_profile(profile)
+        entry.profile = profile
+        # the store has answered, so learning is possible again, on the usual terms (unflagged, judged and calm);
+        # typing it never judged against the profile must not train it
+        entry.learning = unjudged == 0
+        entry.assessment = entry.scorer.assess()
+        entry.last_persist = 0.0
+        not_judged = "" if entry.learning else f" ({unjudged} earlier observations were not: it will not train it)"
+        log.info("profile of %s read after the store returned: session %s is scored against it from now on, with "
+                 "its latest typing judged%s", entry.user, entry.sid, not_judged)
 
     def _collect_enrolment(self, entry: LiveSession, batch: np.ndarray) -> None:
         if entry.enrol_events >= _ENROL_MAX_EVENTS:

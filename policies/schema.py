@@ -49,6 +49,8 @@ _SESSION_FIELDS: tuple[tuple[str, str, Any], ...] = (
     ("step_up_failures", "int", 0),
     ("evidence_keystrokes", "int", 0),
     ("evidence_seconds", "double", 0.0),
+    ("opaque_streams", "int", 0),
+    ("opaque_streams_oversized", "int", 0),
 )
 
 _USER_FIELDS: tuple[tuple[str, str, Any], ...] = (

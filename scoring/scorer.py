@@ -171,6 +171,28 @@ class SessionScorer:
         self.scalars[_S_ACTIVE_MS] = 0.0
         self.scalars[_S_FIRST_ARR] = self.scalars[_S_LAST_ARR]
 
+    def adopt_profile(self, profile: Profile) -> int:
+        """The user's profile, arriving after the session started without one (the store could not be read then).
+        Scoring goes on in this scorer, so nothing it holds is lost: the `flagged` mark, the automation and network
+        evidence, the relay evidence, the session statistics. Cadence judges the latest typing it held (up to
+        cadence.HELD_OBSERVATIONS, about all its decayed evidence would weigh) against the profile, then what follows.
+
+        Relay keeps the population's reaction baseline for the rest of the session: its evidence so far is a
+        likelihood over (added latency, the user's offset from that baseline), and switching baselines would give
+        that offset two meanings within one sum. The profile's sharper baseline applies from the user's next session.
+
+        Returns how many keystroke observations of this session were never judged against the profile (held ones
+        that the bound dropped, or that a step-up answered before it came): a session with any must not train it.
+        The held observations live in this object only: a scorer restored by from_bytes() without a profile holds
+        none, and counts the keystrokes it had as unjudged."""
+        if not isinstance(profile, Profile):
+            raise TypeError("profile must be a scoring.Profile")
+        if self.profile is not None:
+            raise ValueError("this session is already scored against a profile")
+        self.profile = profile
+        self._dirty.add("cadence")
+        return self.cadence.adopt(profile)
+
     def summary(self) -> SessionSummary:
         self._flush_stats()
         # what learning needs to know of the cadence judgement: a session it never judged, or judged close to the
@@ -253,6 +275,9 @@ class SessionScorer:
             scorer.relay.load(arrays)
             scorer.automation.load(arrays)
             scorer.network.load(arrays)
+            if profile is None:
+                # the hold of typing a late profile would judge is not serialised: what was typed counts as unjudged
+                scorer.cadence.unjudged = int(scorer.stats.keystrokes)
         except (KeyError, TypeError) as exc:
             raise ValueError(f"incomplete session state: {exc}") from exc
         except Exception as exc:  # ProfileError and shape errors: one clear error type for the caller

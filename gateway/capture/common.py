@@ -9,6 +9,7 @@ a protocol message, held until the rest arrives so that it can be forwarded (or 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 import numpy as np
 
@@ -70,6 +71,18 @@ class Filter:
 
 
 NO_FILTER = Filter()
+
+
+class Opacity(StrEnum):
+    """Why a stream's input (the client side) is no longer parsed, as far as policies care (`session.opaque_*`)."""
+
+    # not the protocol, or not a part of it the parser reads, or over a bound no genuine client comes near: a
+    # genuine client of the route's protocol does not send it (the Guacamole bounds are libguac's own, which guacd
+    # enforces too; an RFB SetEncodings of more than max_encodings lists twenty times what real viewers send)
+    MALFORMED = "malformed"
+    # a well-formed message that genuine use can make larger than the parser's bound: an RFB clipboard over
+    # max_cut_text (someone copies a large file's text)
+    OVERSIZED = "oversized"
 
 
 @dataclass(slots=True)

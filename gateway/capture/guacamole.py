@@ -22,7 +22,7 @@ import codecs
 from scoring.events import Kind, Probe, Source, Stimulus
 from scoring.keys import from_keysym
 
-from .common import NO_FILTER, EventSink, Filter, Limits, Result, is_pure_release, pointer_events
+from .common import NO_FILTER, EventSink, Filter, Limits, Opacity, Result, is_pure_release, pointer_events
 
 # Guacamole status CLIENT_FORBIDDEN (0x0303): what a refused stream is acknowledged with
 _FORBIDDEN = "771"
@@ -121,6 +121,12 @@ class GuacamoleParser:
     @property
     def reason(self) -> str | None:
         return self._client.reason or self._server.reason
+
+    @property
+    def input_opacity(self) -> Opacity | None:
+        """Set once the client's instructions are no longer parsed (their input is not scored). Every bound here is
+        libguac's own, so a client guacd would serve never crosses one."""
+        return Opacity.MALFORMED if self._client.opaque else None
 
     def feed_client(self, data: str | bytes, t_arr_ms: float, filt: Filter = NO_FILTER) -> Result:
         return self._feed(self._client, self._server, data, t_arr_ms, filt, self._client_instruction)

@@ -24,7 +24,7 @@ from struct import unpack_from
 from scoring.events import Kind, Source, Stimulus
 from scoring.keys import from_keysym
 
-from .common import NO_FILTER, EventSink, Filter, Limits, Result, is_pure_release, pointer_events
+from .common import NO_FILTER, EventSink, Filter, Limits, Opacity, Result, is_pure_release, pointer_events
 
 _VERSION = re.compile(rb"RFB (\d{3})\.(\d{3})\n")
 EXTENDED_MOUSE_BUTTONS = -316
@@ -34,6 +34,11 @@ _CURSOR, _XCURSOR = -239, -240
 
 class _Bad(Exception):
     """Not well-formed (or not supported) RFB: stop parsing this stream."""
+
+
+class _Oversized(_Bad):
+    """A well-formed client message over one of the parser's size bounds: parsing stops all the same (nothing says
+    how the server frames what it refuses), but a genuine user can send one."""
 
 
 class _Burst(Exception):
@@ -105,6 +110,7 @@ class RfbParser:
         self._last_frame_t = float("-inf")
         self._last_server_t = float("-inf")
         self._burst = False
+        self._input_oversized = False  # the client side stopped on an _Oversized message
 
     @property
     def opaque(self) -> bool:
@@ -114,6 +120,14 @@ class RfbParser:
     @property
     def reason(self) -> str | None:
         return self._c.reason or self._s.reason
+
+    @property
+    def input_opacity(self) -> Opacity | None:
+        """Set once client messages are no longer parsed (their input is not scored). Burst mode is not this: it
+        concerns server messages only, and input is still parsed and scored."""
+        if not self._c.opaque:
+            return None
+        return Opacity.OVERSIZED if self._input_oversized else Opacity.MALFORMED
 
     @property
     def handshake_done(self) -> bool:
@@ -178,6 +192,7 @@ class RfbParser:
         except _Bad as bad:
             if client and d.state == "message":
                 d.opaque, d.reason = True, str(bad)
+                self._input_oversized = isinstance(bad, _Oversized)
             else:
                 self._stop_both(f"handshake: {bad}")
             ctx.out += buf[pos:]
@@ -438,7 +453,7 @@ class RfbParser:
             (length,) = unpack_from(">i", buf, pos + 4)
             body = abs(length)
             if body > self.limits.max_cut_text:
-                raise _Bad("clipboard text longer than the limit")
+                raise _Oversized("clipboard text longer than the limit")
             ctx.transfer = True
             return self._body(buf, pos, 8, body, not filt.block_clipboard, ctx, self._c)
         if kind == 255:  # QEMU client message

@@ -23,7 +23,7 @@ from typing import Literal
 from scoring.events import Kind, Source, Stimulus
 from scoring.keys import KeyClass, from_keysym
 
-from .common import NO_FILTER, EventSink, Filter, Limits, Result
+from .common import NO_FILTER, EventSink, Filter, Limits, Opacity, Result
 
 Dialect = Literal["json", "ttyd", "raw"]
 _DIALECTS = ("json", "ttyd", "raw")
@@ -107,6 +107,11 @@ class TerminalParser:
     @property
     def reason(self) -> str | None:
         return self._client_opaque
+
+    @property
+    def input_opacity(self) -> Opacity | None:
+        """Set once input frames are no longer parsed. A frame over max_terminal_frame is a paste, not opacity."""
+        return Opacity.MALFORMED if self._client_opaque is not None else None
 
     # -- client -------------------------------------------------------------------------------------------------
 

@@ -7,9 +7,10 @@ In a session the model's sufficient statistics decay per observation, so the evi
 last 1/(1 - decay) observations: a change of person mid-session shows as soon as the new typing dominates, genuine
 typing pulls the evidence back down, and the state is a fixed handful of numbers plus a ring for the explanation.
 After a step-up the user passed, the model takes in the session's typing so far (for this session only), so that
-a user whose typing drifted from their profile is not stepped up again and again. The evidence is normalised per
-user by the profile's self-consistency (how well the enrolment predicted itself), so that users whose genuine typing
-fits their own model less well do not raise most of the false alarms. The alarm level (score 0.5), the decay and the
+a user whose typing drifted from their profile is not stepped up again and again. A session that starts without
+a profile (none could be read) holds its latest observations; a profile that arrives mid-session judges them first.
+The evidence is normalised per user by the profile's self-consistency (how well the enrolment predicted itself), so
+that users whose genuine typing fits their own model less well do not raise most of the false alarms. The alarm level (score 0.5), the decay and the
 normalisation's weight are set on training users only (scoring/eval/freetext.py).
 
 `UserModel` and `cusum` are the earlier per-observation Gaussian ratio and Page's CUSUM, kept for the benchmark
@@ -24,7 +25,8 @@ import numpy as np
 
 from .. import features as F
 from ..keys import KeyClass
-from ..cadence_model import N_GROUPS, STATE_SIZE, CadencePrior, UserCadenceModel, decayed_sums, default_prior, impostor_evidence, shipped_prior
+from ..cadence_model import (N_GROUPS, STATE_SIZE, CadencePrior, UserCadenceModel, decayed_paths, decayed_sums,
+                             default_prior, impostor_evidence, shipped_prior)
 from ..population import Population
 from ..profile import Profile, TimingStats, merged_capped
 from ..ring import Ring
@@ -40,6 +42,10 @@ MIN_POPULATION_USERS = 20
 SHRINK = 8.0  # pseudo-observations of population spread in each user feature
 LLR_CLIP = 4.0
 EXPLAIN_WINDOW = 256
+# Without a profile: the latest observations, held so that a profile arriving mid-session can judge them. The
+# evidence decays per observation (the shipped decay is 0.99): the oldest of 1024 would weigh 0.99^1024 = 3e-5 in it,
+# so holding more would change nothing a policy reads. 10 KB per session.
+HELD_OBSERVATIONS = 1024
 
 
 class UserModel:
@@ -131,9 +137,17 @@ class CadenceDetector:
         self.stat = np.zeros(3)  # impostor evidence now, observations, peak evidence at a batch end (once sufficient)
         self.sums = np.zeros(STATE_SIZE)  # the model's decayed sufficient statistics
         self._offset_var = self.prior.offset_var.tolist()
+        # without a profile: the latest observations, judged if one arrives (adopt); made on first use
+        self.held: Ring | None = None
+        # observations since the start that were never judged against a profile: dropped from the hold, or
+        # answered by a step-up before a profile arrived (they must not train it)
+        self.unjudged = 0
 
     def update(self, ks: F.Keystrokes) -> None:
-        if self.model is None or len(ks.feature_ids) == 0:
+        if len(ks.feature_ids) == 0:
+            return
+        if self.model is None:
+            self._hold(ks.feature_ids, ks.feature_values)
             return
         obs = self.model.observe(ks.feature_ids, ks.feature_values)
         n = len(obs.llr)
@@ -154,6 +168,49 @@ class CadenceDetector:
         self.stat[:] = 0.0
         self.sums[:] = 0.0
         self.ring.clear()
+        if self.held is not None:  # answered by the step-up: not judged later, and so never judged
+            self.unjudged += self.held.count
+            self.held.clear()
+
+    def _hold(self, ids: np.ndarray, values: np.ndarray) -> None:
+        if self.held is None:
+            self.held = Ring(HELD_OBSERVATIONS, {"fid": "i2", "value": "f8"})
+        self.unjudged += max(0, self.held.count + len(ids) - self.held.size)
+        self.held.push(fid=ids, value=values)
+
+    def adopt(self, profile: Profile) -> int:
+        """A profile that arrived after the session started: judges the held observations against it, in typing
+        order, then everything that follows. Returns how many observations of the session were never judged
+        against it (see `unjudged`).
+
+        Judged one observation at a time, as decayed_paths() gives them, so the peak is at least the one that
+        batch-by-batch judging would have recorded: the peak decides whether the session may train the profile."""
+        self.profile = profile
+        self.profile_keystrokes = profile.keystrokes
+        self.model = UserCadenceModel.from_stats(profile.stats, self.prior, profile.cadence_self)
+        if self.held is not None and self.held.count:
+            self._judge_held(self.held.get("fid").astype(np.int64), self.held.get("value"))
+        self.held = None
+        return self.unjudged
+
+    def _judge_held(self, ids: np.ndarray, values: np.ndarray) -> None:
+        obs = self.model.observe(ids, values)
+        n = len(obs.llr)
+        if n == 0:
+            return
+        paths = decayed_paths(obs, self.sums, self.prior.decay)
+        levels = impostor_evidence(paths, self.prior.offset_var)
+        self.sums = paths[-1].copy()
+        stat = self.stat
+        seen_before = int(stat[1])
+        stat[0] = float(levels[-1])
+        stat[1] += n
+        # the peak counts from the observation that made the session sufficient, as update() does
+        first_sufficient = max(0, MIN_SESSION_OBSERVATIONS - seen_before - 1)
+        if first_sufficient < n:
+            stat[2] = max(stat[2], float(levels[first_sufficient:].max()))
+        fid = ids if self.model.all_usable else ids[obs.ok]
+        self.ring.push(fid=fid, z=obs.z, llr=obs.llr)
 
     def adapt(self, session: TimingStats) -> None:
         """After a step-up the user passed: the model takes in this session's typing so far (merged into the
