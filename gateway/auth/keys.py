@@ -137,6 +137,8 @@ class KeyRing:
         self._listing: frozenset[str] | None = None
         self._jwks: dict[str, Any] = {"keys": []}
         self._secret_master: bytes | None = None
+        # a directory the gateway cannot write (a mounted Kubernetes Secret) is rotated by whoever manages it
+        self.read_only = directory is not None and not os.access(directory, os.W_OK)
 
     # ---- construction ---------------------------------------------------------------------------------------
 
@@ -167,7 +169,7 @@ class KeyRing:
                     ring._write_new_key(ring._after_newest(ring._clock()))  # signs now, and is the newest
                 except OSError as exc:
                     raise KeyRingError(path, f"cannot write a new {algorithm} key: {exc.strerror}",
-                                       "make the directory writable, or put a key ztgate wrote in it") from exc
+                                       "make the directory writable, or mount one made by `ztgate keys init DIR`") from exc
                 ring._reload()
         return ring
 
@@ -268,6 +270,8 @@ class KeyRing:
         now = self._clock() if now is None else now
         if self.directory is None:
             return self.rotate(now) if now - self._keys[0].created > max_age else None
+        if self.read_only:
+            return None
         with self._locked():
             self._reload()
             if self._keys and now - self._keys[0].created <= max_age:
@@ -285,6 +289,8 @@ class KeyRing:
             self._install(keep)
             return removed
         removed: list[str] = []
+        if self.read_only:
+            return removed
         with self._locked():
             self._reload()
             for key in list(self._keys):
@@ -397,7 +403,12 @@ class KeyRing:
         path = self.directory / _SECRET_FILE
         with self._locked():
             if not path.exists():
-                _write_private_file(path, secrets.token_bytes(32).hex().encode())
+                try:
+                    _write_private_file(path, secrets.token_bytes(32).hex().encode())
+                except OSError as exc:
+                    raise KeyRingError(path, f"there is no shared secret and none can be written: {exc.strerror}",
+                                       "create the whole key directory with `ztgate keys init DIR` and mount that "
+                                       "(every process sharing the keys needs the same shared.secret)") from exc
             text = path.read_text().strip()
         try:
             master = bytes.fromhex(text)

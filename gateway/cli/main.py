@@ -72,6 +72,9 @@ def _parser() -> argparse.ArgumentParser:
                                                     "workers"])
     bench.add_argument("args", nargs=argparse.REMAINDER)
 
+    keys = sub.add_parser("keys", help="signing keys in a directory the gateway cannot write: init, list, rotate, prune")
+    keys.add_argument("args", nargs=argparse.REMAINDER)
+
     wa = sub.add_parser("webauthn", help="security keys: import the FIDO Metadata Service (mds-import)")
     wa.add_argument("args", nargs=argparse.REMAINDER)
 
@@ -103,6 +106,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bench.scenarios.runner import main as scenario_main
 
         return scenario_main(argv[1:])
+    if argv[:1] == ["keys"]:  # likewise
+        from ..auth.keys_cli import main as keys_main
+
+        return keys_main(argv[1:])
     if argv[:2] == ["webauthn", "mds-import"]:  # likewise
         from ..auth.mds_cli import main as mds_main
 
@@ -199,6 +206,7 @@ def _run(args: argparse.Namespace) -> int:
 async def _serve(cfg: config_mod.Config, worker: int | None = None) -> int:
     import signal
 
+    from ..auth.keys import KeyRingError
     from ..runtime import Gateway, StartupError
 
     # a reload asked for while still starting must not kill the process (SIGHUP's default); it is handled
@@ -210,7 +218,7 @@ async def _serve(cfg: config_mod.Config, worker: int | None = None) -> int:
         gw = Gateway(cfg, shared_listeners=worker is not None,
                      worker_header=os.environ.get("ZTGATE_WORKER_HEADER") == "1")
         await gw.run_until_signalled()
-    except StartupError as err:
+    except (StartupError, KeyRingError) as err:
         logging.getLogger("ztgate").error("cannot start: %s", err)
         print(f"ztgate: cannot start: {err}", file=sys.stderr)
         return 2
