@@ -20,11 +20,22 @@ def _get(context: Mapping[str, Any], root: str, key: str) -> Any:
     return getattr(section, key, None) if section is not None else None
 
 
-@lru_cache(maxsize=4096)  # called per request and pattern; the paths of one application repeat
+_CACHED_LENGTH = 1024  # long paths are folded each time: cached, ever-new long paths would hold memory
+
+
 def fold_path(path: str) -> str:
     """A path as `paths` patterns match it: without ;params in any segment (Tomcat ignores them), without a
     trailing slash, lower-case (IIS ignores case). The gateway decodes and removes dot segments before this
     (gateway/proxy/canonical.py); folding again is harmless, so a caller may pass either form."""
+    return _fold_path_cached(path) if len(path) <= _CACHED_LENGTH else _fold_path(path)
+
+
+@lru_cache(maxsize=4096)  # called per request and pattern; the paths of one application repeat
+def _fold_path_cached(path: str) -> str:
+    return _fold_path(path)
+
+
+def _fold_path(path: str) -> str:
     if ";" in path:
         path = "/".join(segment.split(";", 1)[0] for segment in path.split("/"))
     if len(path) > 1 and path.endswith("/"):

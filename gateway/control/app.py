@@ -12,7 +12,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import admin, dashboard, login, sensor, webauthn
-from .common import client_ip, via_proxy
+from .common import client_ip, problem, via_proxy
 
 if TYPE_CHECKING:
     from ..runtime import Gateway
@@ -35,6 +35,60 @@ class OnlyThroughProxy:
                     await send({"type": "websocket.close", "code": 4403})
                 return
         await self.app(scope, receive, send)
+
+
+MAX_BODY = 64 * 1024  # the largest body any control-plane route takes (WebAuthn JSON, a profile import, a beacon)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """Refuses a request body over MAX_BODY (413) before any handler reads it: sign-in forms, WebAuthn JSON and
+    the rest are read before the caller is known, and Starlette's form parser alone would hold up to 1000 parts of
+    1 MiB each. A declared Content-Length is judged at once; a chunked body is counted as it arrives."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        if declared is not None and (not declared.strip().isdigit() or int(declared) > self.limit):
+            await self._refuse(scope, receive, send)
+            return
+        received = 0
+        started = False
+
+        async def counted_receive() -> dict:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise _BodyTooLarge
+            return message
+
+        async def watched_send(message: dict) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, watched_send)
+        except _BodyTooLarge:
+            if started:
+                raise
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = problem(413, "body_too_large", f"request bodies here are at most {self.limit} bytes")
+        response.headers["Connection"] = "close"
+        await response(scope, receive, send)
 
 
 async def healthz(request: Request) -> Response:
@@ -114,5 +168,6 @@ def create_app(gw: "Gateway") -> Starlette:
     app.state.gateway = gw
     app.add_middleware(dashboard.AdminCsrfGuard)  # inside OnlyThroughProxy
     app.add_middleware(dashboard.AdminHostOnly)
+    app.add_middleware(BodyLimit)
     app.add_middleware(OnlyThroughProxy)
     return app

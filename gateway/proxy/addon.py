@@ -40,6 +40,7 @@ log = logging.getLogger("ztgate.proxy")
 INTERNAL_HEADER = "x-ztgate-internal"
 CONTROL_PREFIXES = ("/.ztgate/", "/.well-known/ztgate/")
 HEALTH_PATHS = ("/healthz", "/readyz", "/metrics")
+MAX_TARGET = 8192  # bytes of request target (path and query)
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})  # the methods Monitor.observe_request reads a body of
 _RTT_SAMPLE_EVERY = 5.0  # seconds between TCP_INFO samples of one session
 
@@ -129,6 +130,11 @@ class ZtgateAddon:
             req.data.authority = b""
         else:
             host_header = seen.values.get("host") if http1 else req.host_header
+        if len(req.data.path) > MAX_TARGET:
+            # before anything reads or caches it: nginx's default large_client_header_buffers is 8 KiB too
+            flow.metadata["ztgate_verdict"] = "bad_request"
+            flow.response = http.Response.make(414, b"request target too long\n", {"Content-Type": "text/plain"})
+            return
         # One canonical host and path, decided on and forwarded, so that the gateway and the upstream cannot read
         # the request differently (gateway/proxy/canonical.py)
         raw_path, qmark, query = req.path.partition("?")

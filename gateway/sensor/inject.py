@@ -158,8 +158,11 @@ def csp_with_nonce(headers_csp: str | None, nonce: str) -> str | None:
 # ---------------------------------------------------------------------------------------------------------------
 # Where the tag goes
 
-# An open <head>/<body> tag (not <header>), a closing </head>, or the start of a comment to skip.
-_MARKERS = re.compile(rb"<!--|<head(?:\s[^>]*)?>|</head\s*>|<body(?:\s[^>]*)?>", re.IGNORECASE)
+# The start of an open <head>/<body> tag (not <header>), a closing </head>, or the start of a comment to skip. An
+# open tag's end is found with one find(): a pattern spanning the attributes (`<head(\s[^>]*)?>`) re-scanned the
+# rest of the body from every "<head " without a ">" after it, quadratic in a page an upstream may fill with
+# attacker-chosen text.
+_MARKERS = re.compile(rb"<!--|<(?:head|body)(?=[\s>])|</head\s*>", re.IGNORECASE)
 _MAX_TAG = 2048  # a marker tag longer than this (attributes) is not looked for across chunk boundaries
 _PROLOGUE = re.compile(
     rb"(?:\xef\xbb\xbf)?\s*(?:<\?xml[^>]*\?>\s*)?(?:<!doctype[^>]*>\s*)?(?:<html(?:\s[^>]*)?>)?", re.IGNORECASE
@@ -183,7 +186,11 @@ def _find_marker(data: bytes, start: int) -> tuple[int | None, int]:
             continue
         if token[1:2] == b"/":
             return m.start(), m.start()
-        return m.end(), m.end()
+        end = data.find(b">", m.end())
+        if end < 0:
+            # no ">" after this opener, so after no later one either: nothing here can complete yet
+            return None, max(m.start(), len(data) - _MAX_TAG)
+        return end + 1, end + 1
 
 
 def _fallback_offset(data: bytes) -> int:

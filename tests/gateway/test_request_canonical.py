@@ -169,3 +169,16 @@ def test_the_gateways_pages_carry_security_headers(outcome):
     assert a.headers["Content-Type"].startswith("text/html")
     assert "frame-ancestors 'none'" in a.headers["Content-Security-Policy"]
     assert a.headers["X-Frame-Options"] == "DENY" and a.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_long_paths_are_not_kept_in_the_caches():
+    from gateway.proxy import canonical
+    from policies.matching import _fold_path_cached
+
+    before = (canonical._canonical_path_cached.cache_info().currsize,
+              canonical._decision_path_cached.cache_info().currsize, _fold_path_cached.cache_info().currsize)
+    long_path = "/" + "x" * (canonical.CACHED_LENGTH + 1)
+    assert canonical.decision_path(canonical.canonical_path(long_path)) == long_path
+    after = (canonical._canonical_path_cached.cache_info().currsize,
+             canonical._decision_path_cached.cache_info().currsize, _fold_path_cached.cache_info().currsize)
+    assert after == before

@@ -401,3 +401,47 @@ def test_a_chunked_request_with_trailer_fields_is_answered(env, who):
     else:
         assert status(data) == 401
     assert "NotImplementedError" not in gw.proc.log()
+
+
+# ---------------------------------------------------------------------------------------------- sizes
+
+
+def _exchange(gw, data: bytes) -> bytes:
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+    try:
+        s.sendall(data)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+            if b"\r\n\r\n" in out and len(out) > 12:
+                break
+    except ConnectionResetError:
+        pass
+    finally:
+        s.close()
+    return out
+
+
+def test_a_request_target_too_long_is_refused_before_anything_reads_it(env):
+    """Long, ever-new paths were canonicalised and cached (three caches of 4096 entries, unbounded length): 300
+    unauthenticated 1 MiB paths held 687 MiB in the resource audit."""
+    gw, _, cookies, _ = env
+    assert status(raw(gw, "GET", "/" + "a" * 9000, None)) == 414
+    assert status(raw(gw, "GET", "/x?" + "q" * 9000, cookies["bob"])) == 414
+    assert status(raw(gw, "GET", "/" + "a" * 4000, cookies["bob"])) == 200
+
+
+@pytest.mark.parametrize("path", ["/.ztgate/login", "/.ztgate/mfa", "/.ztgate/mfa/webauthn/verify"])
+def test_control_plane_bodies_are_capped_before_any_handler_reads_them(env, path):
+    """Sign-in forms and WebAuthn JSON were read whole (a form up to 1000 parts of 1 MiB) before the caller was
+    known: an anonymous POST of 256 MiB cost ~480 MiB of RSS in the resource audit."""
+    gw, *_ = env
+    kind = "application/json" if "webauthn" in path else "application/x-www-form-urlencoded"
+    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {kind}\r\n"
+            "Content-Length: 10000000\r\nConnection: close\r\n\r\n")
+    assert _exchange(gw, head.encode() + b"a=" + b"b" * 1000).startswith(b"HTTP/1.1 413")
+    chunk = b"b" * 16384
+    body = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(8)) + b"0\r\n\r\n"
+    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {kind}\r\n"
+            "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+    assert _exchange(gw, head.encode() + body).startswith(b"HTTP/1.1 413")
