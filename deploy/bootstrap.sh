@@ -2,6 +2,29 @@
 # Creates .venv with Python >= 3.12 and installs ztgate into it; `--test` adds the test tools and the system
 # packages the end-to-end tests drive (Chromium, Xvfb, x11vnc, redis-server). Safe to run again.
 set -euo pipefail
+
+usage() {
+    cat <<'USAGE'
+usage: bash deploy/bootstrap.sh [--test]
+
+Creates .venv (Python >= 3.12) at the repository root and installs ztgate into it. Safe to run again: it
+reinstalls only when pyproject.toml changed, and recreates a .venv whose Python is older than 3.12.
+
+  --test      also install the test tools, and the system packages the end-to-end tests drive (Chromium,
+              Xvfb, x11vnc, redis-server: installed with apt-get when run as root, else listed)
+  -h, --help  show this help and exit
+USAGE
+}
+
+test_mode=0
+for arg in "$@"; do
+    case "$arg" in
+        --test) test_mode=1 ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "bootstrap.sh: unknown argument: $arg" >&2; usage >&2; exit 2 ;;
+    esac
+done
+
 cd "$(dirname "$0")/.."
 
 find_python() {
@@ -20,7 +43,7 @@ find_python() {
 }
 
 extras=""
-if [ "${1:-}" = "--test" ]; then
+if [ "$test_mode" = 1 ]; then
     extras="[test]"
     need=()
     [ -x /usr/bin/chromium ] || need+=(chromium chromium-driver)
@@ -36,8 +59,16 @@ if [ "${1:-}" = "--test" ]; then
     fi
 fi
 
-if [ ! -x .venv/bin/python ]; then
-    "$(find_python)" -m venv .venv
+if [ ! -e .venv ]; then
+    python=$(find_python)
+    "$python" -m venv .venv
+elif ! .venv/bin/python -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' >/dev/null 2>&1; then
+    # Made with an older Python, half-made, or its interpreter is gone: ztgate cannot run in it. Find a suitable
+    # Python first, so that .venv is cleared only when it can be rebuilt.
+    python=$(find_python)
+    found=$(.venv/bin/python -V 2>/dev/null | head -1 || true)
+    echo "bootstrap.sh: .venv has no usable Python >= 3.12 (${found:-none}): recreating it with $python" >&2
+    "$python" -m venv --clear .venv
 fi
 stamp=".venv/.installed$extras"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from deploy_paths import COMPOSE_DIR, K8S_DIR, find, load_all
+from deploy_paths import COMPOSE_DIR, K8S_GATEWAY_CONFIG, SECRET_TEMPLATE, kustomize_objects, load_all
 
 
 @pytest.fixture(scope="session")
@@ -20,14 +20,16 @@ def compose_gateway_config() -> dict:
 
 @pytest.fixture(scope="session")
 def k8s_objects() -> list[dict]:
-    objects = []
-    for path in sorted(K8S_DIR.glob("*.yaml")):
-        if path.name == "kustomization.yaml":
-            continue
-        objects.extend(load_all(path))
-    return objects
+    """What `kubectl apply -k deploy/k8s` applies (generated ConfigMaps under their base names)."""
+    return kustomize_objects()
 
 
 @pytest.fixture(scope="session")
-def k8s_gateway_config(k8s_objects) -> dict:
-    return yaml.safe_load(find(k8s_objects, "ConfigMap", "ztgate-config")["data"]["ztgate.yaml"])
+def k8s_secret_templates() -> list[dict]:
+    """The Secrets an operator creates before applying (deploy/k8s/secret.example.yaml): never applied by -k."""
+    return load_all(SECRET_TEMPLATE)
+
+
+@pytest.fixture(scope="session")
+def k8s_gateway_config() -> dict:
+    return yaml.safe_load(K8S_GATEWAY_CONFIG.read_text())
