@@ -379,9 +379,11 @@ class KeyRing:
 
     def _read_key(self, path: Path, created: float) -> SigningKey:
         info = path.stat()
-        if stat.S_IMODE(info.st_mode) & 0o077:
-            log.warning("key file %s is readable by group or others (mode %o); chmod 600 it",
-                        path, stat.S_IMODE(info.st_mode))
+        mode = stat.S_IMODE(info.st_mode)
+        # group access is fine when the group is the gateway's own: a Kubernetes Secret mounted for a non-root pod
+        # reaches it only through fsGroup, and kubelet adds group-read whatever defaultMode says
+        if mode & 0o007 or mode & 0o070 and info.st_gid != os.getegid():
+            log.warning("key file %s is readable by group or others (mode %o); chmod 600 it", path, mode)
         try:
             private_key = serialization.load_pem_private_key(path.read_bytes(), password=None)
         except (ValueError, TypeError) as exc:

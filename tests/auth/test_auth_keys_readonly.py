@@ -74,3 +74,23 @@ def test_rotate_and_prune_a_managed_copy(tmp_path, capsys):
     assert keys_main(["prune", str(keys), "--retention", "0"]) == 0
     assert len(list(keys.glob("*.pem"))) == 1
     assert keys_main(["list", str(tmp_path / "missing")]) == 2
+
+
+@pytest.mark.parametrize("mode, gid_is_ours, warned", [(0o600, True, False), (0o440, True, False),
+                                                       (0o440, False, True), (0o604, True, True)])
+def test_key_file_mode_warning(tmp_path, caplog, mode, gid_is_ours, warned):
+    """Group access is expected on Kubernetes (fsGroup: the pod's own group); others, or a foreign group, are not."""
+    import logging
+    import os
+
+    from gateway.auth.keys import KeyRing
+
+    keys = tmp_path / "keys"
+    assert keys_main(["init", str(keys)]) == 0
+    (pem,) = keys.glob("*.pem")
+    os.chmod(pem, mode)
+    if not gid_is_ours:
+        os.chown(pem, -1, os.getegid() + 1)
+    with caplog.at_level(logging.WARNING, logger="gateway.auth.keys"):
+        KeyRing.load_or_create(keys)
+    assert ("readable by group or others" in caplog.text) == warned
