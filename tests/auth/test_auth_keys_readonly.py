@@ -90,7 +90,10 @@ def test_key_file_mode_warning(tmp_path, caplog, mode, gid_is_ours, warned):
     (pem,) = keys.glob("*.pem")
     os.chmod(pem, mode)
     if not gid_is_ours:
-        os.chown(pem, -1, os.getegid() + 1)
+        try:
+            os.chown(pem, -1, os.getegid() + 1)
+        except PermissionError:
+            pytest.skip("only root can give a file another group")
     with caplog.at_level(logging.WARNING, logger="gateway.auth.keys"):
         KeyRing.load_or_create(keys)
     assert ("readable by group or others" in caplog.text) == warned
