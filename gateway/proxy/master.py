@@ -19,6 +19,7 @@ from mitmproxy.proxy import mode_servers
 from .addon import ZtgateAddon
 from .dispatch import HookDispatch
 from .trailers import discard_trailers
+from .websocket_limits import gather_in_linear_time
 
 if TYPE_CHECKING:
     from ..runtime import Gateway
@@ -101,6 +102,7 @@ def build_master(gw: "Gateway", lifecycle: "Lifecycle | None" = None) -> Master:
     master.addons = HookDispatch(master)  # before any addon is added: see dispatch.py
     _install_shared_listen()
     discard_trailers()
+    gather_in_linear_time()
     # one ztgate addon only: every addon with a hook costs a dispatch of every request's hook, so the Lifecycle
     # bookkeeping is called by ZtgateAddon instead of being an addon of its own
     master.addons.add(core.Core(), proxyserver.Proxyserver(), next_layer.NextLayer(), ReverseProxyTlsConfig(unverified_upstreams(gw.config.routes)),

@@ -14,6 +14,7 @@ import secrets
 import httpx
 import pytest
 import websockets
+import websockets.exceptions
 
 from gateway.demo.streams import pattern_chunks
 from tests.support.processes import (RssSampler, free_port, gateway_config, login, make_users, run_gateway,
@@ -115,3 +116,37 @@ def test_large_upload_without_a_session_never_reaches_the_upstream(env):
         pass  # mitmproxy cannot answer a request whose body it streams: the connection is cut instead
     small = httpx.post(f"{gw.url}/upload", content=iter([b"y" * 1000]), headers={"Accept": "application/json"})
     assert small.status_code == 401  # a chunked body below the threshold gets the ordinary answer
+
+
+def test_a_clients_websocket_message_is_bounded_and_large_ones_still_pass(env):
+    """mitmproxy gathers a message before ztgate sees it, with bytes += per TCP read: quadratic CPU in one large
+    frame (64 MiB took 21 s of the event loop in the resource audit) and no bound at all (unfinished fragments held
+    300 MiB per connection). Now gathered in place and a client's message capped at MAX_CLIENT_MESSAGE: a message
+    that never ends is cut with 1009 once it passes the cap (before, the gateway kept gathering it for as long as
+    the client sent), and an ordinary large message (512 KiB, from many reads) still goes through whole."""
+    from gateway.proxy.websocket_limits import MAX_CLIENT_MESSAGE
+
+    gw, token = env
+    big = os.urandom(512 * 1024)
+    headers = {"Cookie": f"ztgate_session={token}"}
+
+    async def never_ending():
+        piece = os.urandom(2**20)
+        for _ in range(MAX_CLIENT_MESSAGE // len(piece) + 2):
+            yield piece
+        await asyncio.Event().wait()  # the message's last frame never comes
+
+    async def exchange() -> None:
+        async with websockets.connect(f"ws://127.0.0.1:{gw.port}/ws/echo", max_size=2**22,
+                                      additional_headers=headers) as ws:
+            await ws.send(big)
+            assert await asyncio.wait_for(ws.recv(), 60) == big
+        ws = await websockets.connect(f"ws://127.0.0.1:{gw.port}/ws/echo", additional_headers=headers)
+        sending = asyncio.create_task(ws.send(never_ending()))
+        try:
+            await asyncio.wait_for(ws.wait_closed(), 60)
+        finally:
+            sending.cancel()
+        assert ws.close_code == 1009
+
+    asyncio.run(exchange())
