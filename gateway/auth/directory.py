@@ -20,7 +20,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import concurrent.futures
 import contextlib
+import functools
 import fcntl
 import io
 import os
@@ -163,8 +165,19 @@ class Directory:
         return user
 
     async def authenticate_async(self, username: str, password: str) -> User | None:
-        """`authenticate` in a worker thread (argon2 releases the GIL), keeping the event loop responsive."""
-        return await asyncio.to_thread(self.authenticate, username, password)
+        """`authenticate` in a worker thread (argon2 releases the GIL), keeping the event loop responsive. The
+        threads are argon2's own: in the default executor a flood of sign-in attempts delayed the security-event
+        outbox and sink writes queued behind it."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(_argon2_pool(), self.authenticate, username, password)
+
+
+@functools.cache
+def _argon2_pool() -> concurrent.futures.ThreadPoolExecutor:
+    """One pool per process, shared by every Directory (a reloaded directory is a new object): as many threads as
+    half the cores, so verifications cannot take every core from the proxy."""
+    return concurrent.futures.ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) // 2),
+                                                 thread_name_prefix="ztgate-argon2")
 
 
 # ---- file editing ---------------------------------------------------------------------------------------------

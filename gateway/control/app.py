@@ -11,8 +11,9 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import admin, dashboard, login, sensor, webauthn
-from .common import client_ip, problem, via_proxy
+from ..store import StoreUnavailable
+from . import admin, dashboard, login, pages, sensor, webauthn
+from .common import client_ip, html, problem, via_proxy
 
 if TYPE_CHECKING:
     from ..runtime import Gateway
@@ -89,6 +90,38 @@ class BodyLimit:
         response = problem(413, "body_too_large", f"request bodies here are at most {self.limit} bytes")
         response.headers["Connection"] = "close"
         await response(scope, receive, send)
+
+
+class SignInRateLimit:
+    """Password attempts per client address (identity.lockout.address_attempts per address_window), counted in the
+    shared store before the form is even read. The account lockout never sees attempts on ever-new user names, and
+    each attempt costs an argon2 verification. The address is the one the proxy vouches for (OnlyThroughProxy is
+    outside). Without the store the attempt goes on: sign-in itself is refused then."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/.ztgate/login":
+            gw = scope["app"].state.gateway
+            limits = gw.config.identity.lockout
+            if limits.address_attempts:
+                from starlette.requests import HTTPConnection
+
+                address = client_ip(HTTPConnection(scope))
+                try:
+                    count = await gw.store.incr(f"login-address:{address}", limits.address_window)
+                except StoreUnavailable:
+                    count = 0
+                if count > limits.address_attempts:
+                    gw.telemetry.count("ztgate_login_rate_limited_total")
+                    response = html(pages.message("Too many sign-in attempts",
+                                                  "Too many sign-in attempts came from your network. Wait a minute "
+                                                  "and try again."), 429)
+                    response.headers["Retry-After"] = str(limits.address_window)
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
 
 
 async def healthz(request: Request) -> Response:
@@ -169,5 +202,6 @@ def create_app(gw: "Gateway") -> Starlette:
     app.add_middleware(dashboard.AdminCsrfGuard)  # inside OnlyThroughProxy
     app.add_middleware(dashboard.AdminHostOnly)
     app.add_middleware(BodyLimit)
+    app.add_middleware(SignInRateLimit)
     app.add_middleware(OnlyThroughProxy)
     return app

@@ -64,6 +64,8 @@ def test_good_config_parses_and_routes():
     ("routes: [{name: a, upstream: 'http://x:1'}]\nidentity:\n  lockout:\n    totp_max_attempts: 0\n", 4,
      "must be positive"),
     ("routes: [{name: a, upstream: 'http://x:1'}]\nidentity:\n  lockout: {windw: 60}\n", 3, "did you mean 'window'"),
+    ("routes: [{name: a, upstream: 'http://x:1'}]\nidentity:\n  lockout: {address_attempts: -1}\n", 3,
+     "0 sets no limit per client address"),
     ("routes: [{name: a, upstream: 'http://x:1'}]\npolicies: {reload_interval: .nan}\n", 2, "finite number"),
     ("routes: [{name: a, upstream: 'http://x:1'}]\nshutdown_grace: .inf\n", 2, "finite number"),
     ("routes: [{name: a, upstream: 'http://x:1'}]\nadmin: {host: 'https://admin.example'}\n", 2, "not a host name"),
