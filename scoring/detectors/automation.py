@@ -114,10 +114,13 @@ class AutomationDetector:
         if n_new:
             pair = (ks.flight_prev_cls * F.N_KEY_CLASSES + ks.flight_cls).astype(np.int16)
             ms32 = ks.flight_ms.astype(np.float32)
+            # the index is (re)built from the ring before these flights join it: built after, it would take them
+            # twice (once from the ring, once here)
+            index = self._index
             self.flights.push(ms=ms32, pair=pair)
             self.stat[0] += n_new
-            self._check_replay(ms32.astype(np.float64).tolist(), pair.tolist())
-            recent = self._index.ms
+            self.stat[1] += index.extend(ms32.astype(np.float64).tolist(), pair.tolist(), int(self.stat[0]) - n_new)
+            recent = index.ms
             if len(recent) >= CV_WINDOW:
                 self.stat[4] = min(self.stat[4], flight_cv(recent[-CV_WINDOW:]))
         if len(strokes.straightness):
@@ -155,9 +158,6 @@ class AutomationDetector:
             self._runs.extend(self.flights.get("ms").astype(np.float64).tolist(), self.flights.get("pair").tolist(),
                               int(self.stat[0]) - self.flights.count, count_hits=False)
         return self._runs
-
-    def _check_replay(self, ms: list[float], pairs: list[int]) -> None:
-        self.stat[1] += self._index.extend(ms, pairs, int(self.stat[0]) - len(ms))
 
     def new_input_clock(self) -> None:
         """The session's keys now come from another source: a prompt pending on the old clock is not theirs."""

@@ -81,3 +81,20 @@ def test_replay_answers_are_those_of_the_unbounded_comparison(monkeypatch, name,
     assert run() == now
     if "replayed" in name:
         assert now[2][1] >= 3  # and the replays are seen
+
+
+@pytest.mark.parametrize("restored", [False, True])
+def test_the_replay_index_holds_each_flight_once(restored):
+    """The index is derived from the flight ring: built lazily after the first flights had already joined the ring,
+    it took them twice (once from the ring, once as new), so the flight CV was judged on 16 flights doubled instead
+    of 32 real ones."""
+    events = typing(200, seed=7, t0=1e6)
+    s = scoring.SessionScorer(None)
+    feed(s, events[:60], 60)
+    if restored:  # a scorer loaded from saved state rebuilds the index from the ring on its next update
+        s = scoring.SessionScorer.from_bytes(s.to_bytes(), None)
+    feed(s, events[60:], 40)
+    det = s.automation
+    assert len(det._index.ms) == det.flights.count
+    positions = [start for start, _ in det._index.order]
+    assert len(positions) == len(set(positions))
