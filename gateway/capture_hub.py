@@ -6,6 +6,9 @@ to each message (hold input during a pending step-up; drop clipboard and file tr
 A stream whose input stops being parsed (opaque) is no longer scored: the monitor is told at once, so that the
 policies can act on it (`session.opaque_streams`), and while a filter is in force such a stream is cut at its next
 message in either direction, since it can no longer be filtered.
+
+Parsed input and opacity go to the monitor, which forwards them to the process that scores the session when that is
+another one (gateway/ownership.py); filters are applied here, from the session's state.
 """
 
 from __future__ import annotations

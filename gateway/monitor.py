@@ -5,8 +5,9 @@
         -> policies.PolicySet.evaluate(context)    a Decision: allow | step_up | restrict | terminate
         -> gateway.enforce.Enforcer.apply()        state change, connections cut, security event
 
-Scorers live in the process that receives the session's input; their latest assessment is written to the store
-(throttled) so that every process, the admin API and the CLI can show it.
+One process scores each session, its owner (gateway/ownership.py: a lease in a shared store); the others forward
+what they observe of the session to it, and it takes that in as if seen here (`observe` -> `_apply`). The owner's
+latest assessment is written to the store (throttled) so that every process, the admin API and the CLI can show it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from scoring.events import MAX_BATCH, Kind, Source, concat, empty, make_batch, s
 from scoring.signals import Assessment
 
 from .access import Outcome, Verdict
+from .ownership import Ownership, unwire
 from .store import SessionRecord, StoreUnavailable
 
 if TYPE_CHECKING:
@@ -80,6 +82,7 @@ class LiveSession:
     enrol_events: int = 0
     enrol_keys: int = 0
     pages: dict[str, float] = field(default_factory=dict)
+    state_stored: bool = False  # the scorer's state in the store is current (shared stores only)
 
 
 class Monitor:
@@ -91,19 +94,50 @@ class Monitor:
         self._flushing: set[str] = set()
         self._errors_logged: dict[str, float] = {}  # "policy/rule" -> when its last runtime error was logged
         self.clock = time.monotonic  # when profile reads are retried (tests set their own)
+        self.ownership = Ownership(gw)
+        self._opening: dict[str, asyncio.Future] = {}
+        self._ended: dict[str, tuple[LiveSession, float]] = {}  # owner: ended sessions a forwarded clean end may teach
 
     # ------------------------------------------------------------------ session lifecycle
 
     async def live(self, sid: str) -> LiveSession | None:
+        """The session's scoring state if this process scores it (None if another process does, or none)."""
+        target = await self.route(sid)
+        return target if isinstance(target, LiveSession) else None
+
+    async def route(self, sid: str) -> LiveSession | str | None:
+        """Where the session's input goes: its LiveSession if this process scores it, else the id of the process
+        that does, or None (no such live session). The first call for a session claims it (shared stores)."""
         entry = self._live.get(sid)
         if entry is not None:
             return entry
+        owner = self.ownership.remote_owner(sid)
+        if owner is not None:
+            return owner
+        opening = self._opening.get(sid)
+        if opening is None:  # one claim at a time per session: concurrent first inputs wait for the same answer
+            opening = self._opening[sid] = asyncio.ensure_future(self._open(sid))
+            opening.add_done_callback(lambda _f: self._opening.pop(sid, None))
+        return await asyncio.shield(opening)
+
+    async def _open(self, sid: str) -> LiveSession | str | None:
         try:
             record = await self.gw.sessions.get(sid)
         except StoreUnavailable:
             return None
         if record is None or record.terminated:
             return None
+        state = None
+        if self.ownership.shared:
+            try:
+                mine, state = await self.ownership.claim(sid)
+            except StoreUnavailable:
+                mine = True  # scored here meanwhile; the heartbeat takes the lease (or gives the session up) later
+            if not mine:
+                return self.ownership.remote_owner(sid)
+            entry = self._live.get(sid)
+            if entry is not None:
+                return entry
         profile = None
         learning = True  # only while the store has said definitively what the user's profile is (or that there is none)
         retry = None
@@ -121,9 +155,16 @@ class Monitor:
             log.error("profile of %s unreadable (%s): scoring session %s with population baselines, without "
                       "enrolment or learning (reset or re-import the profile)", record.sub, exc, sid)
         expected = self._expectations(record)
-        scorer = scoring.SessionScorer(profile, expected_rtt_ms=expected)
+        scorer = self._restored(sid, state, profile) if state else None
+        if scorer is None:
+            scorer = scoring.SessionScorer(profile, expected_rtt_ms=expected)
         entry = LiveSession(sid=sid, user=record.sub, scorer=scorer, profile=profile,
                             integrity=self.gw.new_integrity(), learning=learning, profile_retry=retry)
+        if state:
+            # taken over from a process that scored it before: what its sensor said there is unknown here
+            entry.assessment, entry.state_stored = scorer.assess(), True
+            if entry.integrity is not None:
+                entry.integrity.rebase(time.time(), taken_over=True)
         self._live[sid] = entry
         self.gw.telemetry.gauge("ztgate_scored_sessions", len(self._live))
         return entry
@@ -135,36 +176,116 @@ class Monitor:
         except Exception:
             return None
 
+    def _restored(self, sid: str, state: bytes, profile: Any) -> Any:
+        try:
+            scorer = scoring.SessionScorer.from_bytes(state, profile)
+        except ValueError as exc:
+            log.error("session %s: the scorer state its previous owner stored does not load (%s); scoring afresh",
+                      sid, exc)
+            return None
+        log.info("session %s: took over its scoring (its previous owner's lease lapsed), evidence restored", sid)
+        return scorer
+
     def entry(self, sid: str) -> LiveSession | None:
         """The session's live scoring state in this process, if it has one."""
         return self._live.get(sid)
 
     def is_live(self, sid: str) -> bool:
-        return sid in self._live
+        """Scored: here, or by another process this one knows of (asked within the last few seconds)."""
+        return sid in self._live or self.ownership.remote_owner(sid) is not None
+
+    def scored_on(self, sid: str) -> str | None:
+        """The process that scores the session, as far as this one knows (shared stores)."""
+        if sid in self._live:
+            return self.ownership.me
+        return self.ownership.remote_owner(sid)
 
     async def start_session(self, sid: str) -> None:
         if await self.live(sid) is not None:
             await self.evaluate(sid)
 
     async def end(self, sid: str, *, clean: bool) -> None:
-        """The session is over: learn from it if nothing was raised, then forget it."""
+        """The session is over: learn from it if nothing was raised, then forget it. A process that does not score
+        it hands a clean end on to the one that does (only that one has what to learn from)."""
+        owner = self.ownership.remote_owner(sid)
+        self.ownership.forget(sid)
         entry = self._live.pop(sid, None)
         if entry is None:
+            ended = self._ended.pop(sid, None) if clean else None
+            if ended is not None:  # ended here by the termination broadcast; the clean end came after it
+                await self._learn(ended[0])
+            elif clean and owner is not None:
+                self.ownership.forward(owner, {"sid": sid, "k": "end", "t": time.time()})
             return
+        if self.ownership.shared:
+            self._remember_ended(entry)
+            await self.ownership.release(sid, None)
         if clean:
+            self._ended.pop(sid, None)
             await self._learn(entry)
 
+    def _remember_ended(self, entry: LiveSession) -> None:
+        now = time.monotonic()
+        for sid in [s for s, (_, t) in self._ended.items() if now - t > 60.0] or ():
+            del self._ended[sid]
+        if len(self._ended) < 1000:
+            self._ended[entry.sid] = (entry, now)
+
     async def reset_evidence(self, sid: str) -> None:
-        """After a successful step-up: the evidence that caused it is answered; scoring starts afresh."""
+        """After a successful step-up: the evidence that caused it is answered; scoring starts afresh (broadcast to
+        every process; the one that scores the session acts)."""
         entry = self._live.get(sid)
         if entry is not None:
             entry.scorer.reset_evidence()
             # the person who passed it answers for the unparsed streams too (those still open were cut while the
             # step-up was pending, as soon as anything crossed them: an opaque stream cannot be held)
             entry.opaque_streams = entry.opaque_streams_oversized = 0
+            # and for what the sensor integrity check found (a password manager's fill is typed text without keys)
+            if entry.integrity is not None:
+                entry.integrity.rebase(time.time())
             entry.assessment = entry.scorer.update(empty(0))
             entry.last_persist = 0.0
+            entry.state_stored = False
             await self._persist(entry)
+
+    async def heartbeat(self) -> None:
+        """The owner's, every few seconds (shared stores): renews the leases of the sessions scored here, stores the
+        scorer states that changed, and gives up the sessions another process has taken or that are gone."""
+        sids = list(self._live)
+        if not sids:
+            return
+        try:
+            verdicts = await self.ownership.renew(sids)
+        except StoreUnavailable:
+            return
+        states: dict[str, bytes] = {}
+        for sid, verdict in zip(sids, verdicts, strict=True):
+            entry = self._live.get(sid)
+            if entry is None:
+                continue
+            if verdict == 1 and not entry.state_stored:
+                states[sid] = entry.scorer.to_bytes()
+                entry.state_stored = True
+            elif verdict == 0:
+                log.warning("session %s is scored by another process now (this one's lease lapsed): giving it up", sid)
+                del self._live[sid]
+            elif verdict < 0:
+                del self._live[sid]  # expired or deleted: nothing will come for it
+        if states:
+            try:
+                await self.ownership.store_states(states)
+            except StoreUnavailable:
+                for sid in states:
+                    if sid in self._live:
+                        self._live[sid].state_stored = False
+
+    async def release_all(self) -> None:
+        """Stopping: the sessions scored here go to whichever process next sees them, with their scorers' state."""
+        if not self.ownership.shared:
+            return
+        for sid, entry in list(self._live.items()):
+            await self.ownership.release(sid, entry.scorer.to_bytes())
+        self._live.clear()
 
     # ------------------------------------------------------------------ input
 
@@ -198,7 +319,10 @@ class Monitor:
             return await self._ingest(sid, batch)
 
     async def _ingest(self, sid: str, batch: np.ndarray) -> Assessment | None:
-        entry = await self.live(sid)
+        entry = await self.route(sid)
+        if isinstance(entry, str):  # another process scores the session
+            self.ownership.forward(entry, {"sid": sid, "k": "events", "t": time.time(), "events": batch})
+            return None
         if entry is None:
             return None
         adopted = entry.profile_retry is not None and await self._retry_profile(entry)
@@ -223,6 +347,7 @@ class Monitor:
                 entry.integrity.inputs_refused(refused, time.time())
             if entry.profile is None and entry.learning and not entry.scorer.flagged:
                 self._collect_enrolment(entry, chunk)
+            entry.state_stored = False
             await self.evaluate(sid)
         return entry.assessment
 
@@ -230,7 +355,10 @@ class Monitor:
         """One of the session's streams stopped being parsed: its input is no longer scored. The policies hear of it
         now (`session.opaque_streams`), not at the session's next input: the stream that would carry that input is
         the one nobody reads any more. `oversized`: stopped only by a well-formed message over a parser size bound."""
-        entry = await self.live(sid)
+        entry = await self.route(sid)
+        if isinstance(entry, str):
+            self.ownership.forward(entry, {"sid": sid, "k": "opaque", "t": time.time(), "oversized": oversized})
+            return
         if entry is None:
             return
         entry.opaque_streams += 1
@@ -246,14 +374,97 @@ class Monitor:
     def observe_request(self, sid: str, method: str, content_type: str, body: bytes | None) -> None:
         """Sensor integrity: requests keep coming; submissions carry typed text (counted, never read)."""
         entry = self._live.get(sid)
-        if entry is None or entry.integrity is None:
+        if entry is not None and entry.integrity is None:
             return
-        now = time.time()
-        entry.integrity.request(now)
-        if method in ("POST", "PUT", "PATCH") and body:
-            typed = count_typed_fields(content_type, body)
-            if typed:
-                entry.integrity.submission(None, typed, now)
+        if entry is None and not self.ownership.shared:
+            return  # one process: the session is not scored (yet)
+        typed = count_typed_fields(content_type, body) if method in ("POST", "PUT", "PATCH") and body else 0
+        self.observe(sid, {"sid": sid, "k": "request", "t": time.time(), "typed": typed})
+
+    # ------------------------------------------------------------------ observations, from here or forwarded
+
+    def observe(self, sid: str, observation: dict) -> None:
+        """Something seen of the session (gateway Unix time "t"): taken in here if this process scores it, else
+        forwarded to the process that does. A process that does not know yet asks first (shared stores; one
+        process has every session's scoring state already, or there is none to observe for)."""
+        target = self._live.get(sid) or self.ownership.remote_owner(sid)
+        if isinstance(target, LiveSession):
+            self._apply(target, observation)
+        elif target is not None:
+            self.ownership.forward(target, observation)
+        elif self.ownership.shared:
+            self.gw.spawn(self.deliver(sid, observation), name="ztgate-observe")
+
+    async def deliver(self, sid: str, observation: dict) -> bool:
+        """observe(), awaiting the answer to whether this process scores the session. False if the observation
+        was not taken in here (forwarded, or no live session): a sensor batch's events then were not submitted."""
+        target = await self.route(sid)
+        if isinstance(target, LiveSession):
+            return self._apply(target, observation)
+        if target is not None:
+            self.ownership.forward(target, observation)
+        return False
+
+    def _apply(self, entry: LiveSession, obs: dict) -> bool:
+        """Takes one observation in. Returns False for a replayed sensor batch (its events are not submitted)."""
+        kind, t, integrity, sid = obs["k"], obs["t"], entry.integrity, entry.sid
+        events = obs.get("events")
+        if kind == "sensor":
+            if integrity is not None:
+                replays = integrity.counts["seq_replays"]
+                integrity.batch(str(obs["page"]), int(obs["seq"]), events, t, time_origin=obs.get("origin"),
+                                dropped=int(obs.get("dropped", 0)), untrusted=int(obs.get("untrusted", 0)))
+                if integrity.counts["seq_replays"] > replays:
+                    return False  # a replayed batch is evidence of tampering, not of typing
+        elif integrity is None:
+            pass
+        elif kind == "request":
+            integrity.request(t)
+            if obs.get("typed"):
+                integrity.submission(None, int(obs["typed"]), t)
+        elif kind == "page":
+            integrity.page_served(str(obs["page"]), t)
+        elif kind == "pong":
+            integrity.pong(str(obs["page"]), t)
+        elif kind == "token":
+            integrity.token_rejected(str(obs.get("reason")), t)
+        if kind in ("sensor", "pong", "events") and events is not None and len(events):
+            self.submit(sid, events)
+        return True
+
+    async def receive(self, message: dict) -> None:
+        """Observations another process forwarded: this process scores (or scored) their sessions."""
+        for raw in message.get("m", ()):
+            obs = unwire(raw)
+            if obs is None:
+                self.gw.telemetry.count("ztgate_forward_dropped_total", reason="malformed")
+                continue
+            sid, kind = obs["sid"], obs["k"]
+            if kind == "end":  # a clean end (sign-out) seen by another process: learn here, never pass it on
+                entry = self._live.get(sid) or (self._ended.get(sid) or (None,))[0]
+                if entry is not None:
+                    await self.end(sid, clean=True)
+                continue
+            target = self._live.get(sid) or await self.route(sid)
+            if not isinstance(target, LiveSession):
+                # not ours (any more): the sender asks again within a few seconds
+                self.gw.telemetry.count("ztgate_forward_dropped_total", reason="not_owner")
+            elif kind == "evaluate":
+                self.gw.spawn(self._evaluate_fresh(sid), name="ztgate-evaluate")
+            elif kind == "opaque":
+                self.gw.spawn(self.stream_opaque(sid, oversized=bool(obs.get("oversized"))),
+                              name="ztgate-stream-opaque")
+            else:
+                self._apply(target, obs)
+
+    async def _evaluate_fresh(self, sid: str) -> None:
+        # asked by the process that changed the record: read it from the store, not from a view the broadcast of
+        # that change may not have reached yet
+        try:
+            record = await self.gw.store.get_session(sid)
+        except StoreUnavailable:
+            record = None
+        await self.evaluate(sid, record)
 
     # ------------------------------------------------------------------ decisions
 
@@ -273,9 +484,14 @@ class Monitor:
 
         return decide(record, method, path)
 
-    async def evaluate(self, sid: str) -> None:
+    async def evaluate(self, sid: str, record: SessionRecord | None = None) -> None:
         entry = self._live.get(sid)
-        record = self.gw.sessions.cached(sid)
+        if entry is None:
+            owner = self.ownership.remote_owner(sid)
+            if owner is not None:  # that process decides (e.g. on failed step-ups counted here)
+                self.ownership.forward(owner, {"sid": sid, "k": "evaluate", "t": time.time()})
+            return
+        record = record or self.gw.sessions.cached(sid)
         if record is None:
             try:
                 record = await self.gw.sessions.get(sid)
@@ -351,22 +567,41 @@ class Monitor:
         if entry.assessment is None or now - entry.last_persist < _PERSIST_EVERY:
             return
         entry.last_persist = now
-        data = entry.assessment.to_dict()
-        if entry.integrity is not None:
-            data["signals"]["sensor"] = entry.integrity.signal(now).to_dict()
+        data = self._assessment_dict(entry, now)
         try:
             await self.gw.store.put_assessment(entry.sid, data, self.gw.config.session.max_lifetime)
         except StoreUnavailable:
             pass
 
+    def _assessment_dict(self, entry: LiveSession, now: float) -> dict:
+        data = entry.assessment.to_dict()
+        if entry.integrity is not None:
+            data["signals"]["sensor"] = entry.integrity.signal(now).to_dict()
+        if self.ownership.shared:
+            data["scored_on"] = self.ownership.me
+        return data
+
     def assessment_of(self, sid: str) -> dict | None:
+        """The assessment of a session this process scores (None otherwise: the store has the owner's)."""
         entry = self._live.get(sid)
         if entry is None or entry.assessment is None:
             return None
-        data = entry.assessment.to_dict()
-        if entry.integrity is not None:
-            data["signals"]["sensor"] = entry.integrity.signal(time.time()).to_dict()
-        return data
+        return self._assessment_dict(entry, time.time())
+
+    async def explain_context(self, record: SessionRecord) -> dict:
+        """The policy context of a session as its scorer sees it: here, or as its owner last stored it."""
+        entry = self._live.get(record.sid)
+        context = self.context(record, entry)
+        if entry is None:
+            stored = await self.gw.store.get_assessment(record.sid) or {}
+            context["risk"] = float(stored.get("risk", 0.0))
+            for name, s in stored.get("signals", {}).items():
+                context["signals"][name] = {"score": s.get("score", 0.0), "sufficient": s.get("sufficient", False),
+                                            "details": s.get("details", {}), "evidence": s.get("evidence", {})}
+            evidence = stored.get("evidence") or {}
+            context["session"]["evidence_keystrokes"] = evidence.get("keystrokes", 0)
+            context["session"]["evidence_seconds"] = evidence.get("seconds", 0.0)
+        return context
 
     # ------------------------------------------------------------------ profiles
 

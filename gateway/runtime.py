@@ -201,6 +201,8 @@ class Gateway:
         await self.sessions.start()
         self.sessions.on_change(self.enforcer.on_session_change)
         self.store.subscribe(self._on_broadcast)
+        # a store several processes share: each session is scored by one of them (gateway/ownership.py)
+        await self.monitor.ownership.start(self.monitor.receive, self.monitor.heartbeat)
         import policies as policies_pkg
 
         try:
@@ -316,6 +318,10 @@ class Gateway:
         if self.events is not None:
             await self.events.stop()
         await self.telemetry.aclose()  # flushes the last spans and metrics
+        try:  # the sessions scored here go to the next process that sees them, with their evidence
+            await self.monitor.release_all()
+        except Exception:
+            log.exception("could not hand over the sessions scored here")
         await self.store.close()
 
     async def run_until_signalled(self) -> None:

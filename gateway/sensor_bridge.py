@@ -1,5 +1,10 @@
 """The browser sensor in the gateway: injected into HTML on its way out, its batches decoded on their way in,
-its health tracked as the `sensor` signal."""
+its health tracked as the `sensor` signal.
+
+What this process sees of a session's sensor (pages served, batches, pongs, refused tokens) goes to the monitor as
+observations: taken in here if this process scores the session, else forwarded to the process that does
+(gateway/ownership.py), which alone judges the sensor's integrity, sequence numbers (replays) included. Tokens and the
+message format are checked here, where the connection is."""
 
 from __future__ import annotations
 
@@ -70,14 +75,11 @@ class SensorBridge:
         resp.content = inject.inject_buffered(resp.content or b"", inject.charset_of(resp.headers), tag)
 
     def _page_served(self, sid: str, token: str, now: float) -> None:
-        live = self.gw.monitor.entry(sid)
-        if live is None or live.integrity is None:
-            return
         try:
             page = tokens.verify(self.gw.sensor_secret, token, sid, now)
         except tokens.SensorTokenError:
             return
-        live.integrity.page_served(page.page_id, now)
+        self.gw.monitor.observe(sid, {"sid": sid, "k": "page", "t": now, "page": page.page_id})
 
     # ------------------------------------------------------------------ ingest (control plane)
 
@@ -86,27 +88,22 @@ class SensorBridge:
         return tokens.verify(self.gw.sensor_secret, token, sid, time.time())
 
     async def token_rejected(self, sid: str, reason: str) -> None:
-        live = await self.gw.monitor.live(sid)
-        if live is not None and live.integrity is not None:
-            live.integrity.token_rejected(reason, time.time())
+        await self.gw.monitor.deliver(sid, {"sid": sid, "k": "token", "t": time.time(), "reason": reason})
 
     async def message(self, sid: str, page_id: str, raw: bytes | str) -> protocol.Decoded:
-        """Decodes one sensor message and hands its events on. Raises protocol.SensorProtocolError."""
+        """Decodes one sensor message and hands it on: to the integrity check (a batch, whose sequence number it
+        judges, or a pong), then its events to the scorer, unless the batch is a replay. Awaited message by message,
+        so a socket's messages reach the scoring process in order. Raises protocol.SensorProtocolError."""
         now = time.time()
         decoded = protocol.decode(raw, session_id=sid, page=page_id, now_ms=now * 1000.0)
-        live = await self.gw.monitor.live(sid)
-        integrity = live.integrity if live is not None else None
-        if integrity is not None:
-            if decoded.seq is None:
-                integrity.pong(page_id, now)
-            else:
-                replays = integrity.counts["seq_replays"]
-                integrity.batch(page_id, decoded.seq, decoded.events, now, time_origin=decoded.time_origin,
-                                dropped=decoded.dropped, untrusted=decoded.untrusted)
-                if integrity.counts["seq_replays"] > replays:
-                    return decoded  # a replayed batch is evidence of tampering, not of typing
-        if len(decoded.events):
-            self.gw.monitor.submit(sid, decoded.events)
+        if decoded.seq is None:
+            observation = {"sid": sid, "k": "pong", "t": now, "page": page_id}
+        else:
+            observation = {"sid": sid, "k": "sensor", "t": now, "page": page_id, "seq": decoded.seq,
+                           "origin": decoded.time_origin, "dropped": decoded.dropped, "untrusted": decoded.untrusted}
+        if len(decoded.events) or decoded.seq is not None:
+            observation["events"] = decoded.events
+        await self.gw.monitor.deliver(sid, observation)
         return decoded
 
 

@@ -17,6 +17,11 @@ When the store is unreachable at run time (measured in tests/gateway/test_redis_
   resynchronises, terminations, step-ups and restrictions this process decided during the outage are written
   back (a step-up or restriction only where the store holds nothing stricter), and terminations it missed are
   found with one read of the store and cut its live connections.
+
+Writes never lose one another's changes, across processes: a record's `version` is compared and set by the store
+(a write based on an older view is refused), and `modify()` then re-reads the record and applies its change again;
+a terminated record is final. Activity (last_seen, client address) is not part of that: `touch()` writes it beside
+the record, so that noting a request never writes an old view of the session back over a newer state.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import random
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -50,6 +56,20 @@ ChangeListener = Callable[[SessionRecord, SessionRecord | None], Awaitable[None]
 
 NOT_CACHED = object()  # Sessions.get_cached: only the store can answer
 _TOUCH_EVERY = 30.0  # seconds between last_seen writes: the store is not a per-request write path
+# writes of one change refused by the store's compare-and-set (another writer won each time) before giving up; after
+# each refusal a writer waits a random moment, up to twice as long each time (at most _WRITE_BACKOFF_MAX), so that many
+# writers at once do not keep colliding
+_WRITE_ATTEMPTS = 32
+_WRITE_BACKOFF_FIRST = 0.002
+_WRITE_BACKOFF_MAX = 0.05
+SIGNED_OUT = "signed out"  # the state_reason of a session its user ended (a termination, but not for cause)
+
+Change = Callable[[SessionRecord], dict[str, Any] | None]
+
+
+class SessionConflict(StoreUnavailable):
+    """The session kept changing under a write: every compare-and-set attempt was refused. Handled as an outage of
+    the store is (the change is in force in this process, and written back later where that applies)."""
 
 
 @dataclass
@@ -155,13 +175,25 @@ class Sessions:
             return None
         if record.expires and record.expires <= now:
             return None
+        if entry is not None and _newer(entry.record, record):
+            # this process's own change, not in the store yet (decided during an outage, written back on resync):
+            # an older record must not undo it here. Not counted as fresh: the store is asked again next time.
+            return entry.record
         self._remember(record)
         return record
+
+    async def _view(self, sid: str) -> SessionRecord | None:
+        """get() without the tombstone: the record as last known, to change it (a tombstone may be this process's
+        own termination in progress, or one not yet written back)."""
+        entry = self._cache.get(sid)
+        if entry is not None and self.clock() - entry.fetched < self.store_cfg.cache_seconds and self._channel_live:
+            return entry.record
+        return await self.fetch(sid)
 
     async def list(self) -> list[SessionRecord]:
         records = await self.store.list_sessions()
         for r in records:
-            if r.sid in self._cache and self._cache[r.sid].record.version > r.version:
+            if r.sid in self._cache and _newer(self._cache[r.sid].record, r):
                 continue
             self._remember(r)
         return sorted(records, key=lambda r: r.created)
@@ -180,13 +212,33 @@ class Sessions:
         return record
 
     async def save(self, record: SessionRecord, *, broadcast: bool = True) -> SessionRecord:
-        previous = self.cached(record.sid)
+        """Writes `record` as the next version of itself: a new session's (create), or one read from the store just
+        now. Raises SessionConflict if the store holds that version or a newer one already, or a terminated record:
+        changes to a live session go through modify(), which re-reads and re-applies them then."""
+        if not await self._write(record, broadcast=broadcast, previous=self.cached(record.sid)):
+            raise SessionConflict(f"session {record.sid} was changed by another writer")
+        return record
+
+    async def _write(self, record: SessionRecord, *, broadcast: bool, previous: SessionRecord | None) -> bool:
+        """One compare-and-set write of `record` as the version after its own; False if the store refused it (it
+        holds a newer version, or a terminated record). This process's view once the store took it (a termination
+        is refused here from the start: tombstone), or once the store could not be reached (StoreUnavailable): the
+        change is then in force here, and written back when the store returns. Never while the write is in flight:
+        another change made here meanwhile would build on a record the store may refuse."""
         record.version += 1
         ttl = max(1, int(record.expires - self.clock())) if record.expires else self.cfg.max_lifetime
         if record.terminated:
             self._tombstones[record.sid] = record.expires or self.clock() + self.cfg.max_lifetime
-        self._remember(record)
-        await self.store.put_session(record, ttl)
+        try:
+            written = await self.store.put_session(record, ttl)
+        except StoreUnavailable:
+            self._remember(record)
+            raise
+        if not written:
+            return False  # the caller re-reads: the store's record then becomes this process's view
+        current = self.cached(record.sid)
+        if current is None or not _newer(current, record):  # a later change's broadcast may have come meanwhile
+            self._remember(record)
         if broadcast:
             try:
                 await self.store.publish({"type": "session", "record": record.to_dict()})
@@ -196,41 +248,111 @@ class Sessions:
         # This process hears of its own change here, with the true previous view: the echo of the broadcast finds
         # the new record already cached, so to the echo a termination would look like no change at all.
         await self._notify(record, previous)
+        return True
+
+    async def modify(self, sid: str, change: Change) -> SessionRecord | None:
+        """Applies `change` to the session as it is and writes the result as its next version. `change` gets the
+        current record and returns the fields to change, or None to leave it as it is. When another process (or
+        task) wrote first, the store refuses the write: the record is read again and `change` applied to it again,
+        so no one's change is lost. A terminated session is final: nothing is written. Returns the record as
+        written, or as found when nothing was written; None for an unknown session."""
+        record, _ = await self._modify(sid, change)
+        return record
+
+    async def _modify(self, sid: str, change: Change, *, read: Callable[[str], Awaitable[SessionRecord | None]]
+                      | None = None, broadcast: bool = True) -> tuple[SessionRecord | None, bool]:
+        """modify(), also saying whether this call wrote. `read` gives the first view (default get(); every later
+        one comes from the store)."""
+        record = await (read or self.get)(sid)
+        before = self.cached(sid)  # what this process's listeners last heard of it
+        for attempt in range(_WRITE_ATTEMPTS):
+            if record is None or record.terminated:
+                return record, False
+            changes = change(record)
+            if changes is None:
+                return record, False
+            candidate = SessionRecord.from_dict({**record.to_dict(), **changes})
+            if await self._write(candidate, broadcast=broadcast, previous=before):
+                return candidate, True
+            await asyncio.sleep(random.uniform(0, min(_WRITE_BACKOFF_MAX, _WRITE_BACKOFF_FIRST * 2 ** attempt)))
+            try:
+                record = before = await self._reread(sid, before)
+            except StoreUnavailable:
+                self._remember(candidate)  # the store went before saying what it holds: in force here meanwhile
+                raise
+        raise SessionConflict(f"session {sid} changed {_WRITE_ATTEMPTS} times during one update")
+
+    async def _reread(self, sid: str, before: SessionRecord | None) -> SessionRecord | None:
+        """After a refused write: the store's record, newer than this process's view, becomes the view. Listeners
+        hear of it now, as of a change (its broadcast may not have arrived yet, and when it does, it will look like
+        no change at all)."""
+        record = await self.store.get_session(sid)
+        if record is None:
+            self._cache.pop(sid, None)
+            return None
+        if record.terminated:
+            self._tombstones[sid] = record.expires or self.clock() + self.cfg.max_lifetime
+        current = self.cached(sid)
+        if current is None or not _newer(current, record):  # a later change's broadcast may have come meanwhile
+            self._remember(record)
+        if before is None or record.version > before.version or (record.terminated and not before.terminated):
+            await self._notify(record, before)
         return record
 
     async def update(self, sid: str, **changes: Any) -> SessionRecord | None:
-        record = await self.get(sid)
-        if record is None:
-            return None
-        record = SessionRecord.from_dict({**record.to_dict(), **changes})
-        return await self.save(record)
+        return await self.modify(sid, lambda _current: changes)
 
-    async def set_state(self, sid: str, state: SessionState, reason: str, **changes: Any) -> SessionRecord | None:
-        record = await self.get(sid)
-        if record is None or (record.terminated and state != SessionState.TERMINATED):
-            return record
+    async def set_state(self, sid: str, state: SessionState, reason: str,
+                        derive: Change | None = None, **changes: Any) -> SessionRecord | None:
+        """Moves the session to `state` (never to a looser one than it is in: nothing is written then), with
+        `changes`, and the fields `derive(current record)` returns: those computed from the record as it is when
+        written (a step-up's counters, merged restrictions), not as some earlier view had it."""
+        record, _ = await self.change_state(sid, state, reason, derive, **changes)
+        return record
+
+    async def change_state(self, sid: str, state: SessionState, reason: str, derive: Change | None = None, *,
+                           read: Callable[[str], Awaitable[SessionRecord | None]] | None = None,
+                           **changes: Any) -> tuple[SessionRecord | None, bool]:
+        """set_state(), also saying whether this call wrote (False: the session was stricter already, or terminated,
+        or unknown)."""
+        def change(current: SessionRecord) -> dict[str, Any] | None:
+            if STATE_RANK[SessionState(current.state)] > STATE_RANK[state]:
+                return None  # a decision never loosens a session (this one was decided on an older view)
+            derived = derive(current) if derive is not None else None
+            return {**changes, **(derived or {}), "state": str(state), "state_reason": reason}
+
         try:
-            return await self.update(sid, state=str(state), state_reason=reason, **changes)
+            return await self._modify(sid, change, read=read)
         except StoreUnavailable:
-            changed = self.cached(sid)  # save() remembered the change before the write failed: it is in force here
+            changed = self.cached(sid)  # _write() remembered the change before the write failed: it is in force here
             if state != SessionState.TERMINATED and changed is not None and changed.state == state:
                 self._unsynced[sid] = changed.to_dict()  # terminate() keeps its own, tombstone and all
             raise
 
     async def terminate(self, sid: str, reason: str, **changes: Any) -> SessionRecord | None:
+        return (await self.terminate_once(sid, reason, **changes))[0]
+
+    async def terminate_once(self, sid: str, reason: str, **changes: Any) -> tuple[SessionRecord | None, bool]:
+        """Terminates the session: (the record, True) when this call ended it, (the record as it ended, False) when
+        it had ended already (nothing is written: why and when it ended stay as they were). (None, False) for a
+        session the store does not know."""
         # The tombstone goes in first: whatever happens to the store, this process refuses the session now.
         entry = self._cache.get(sid)
         self._tombstones[sid] = (entry.record.expires if entry else 0) or self.clock() + self.cfg.max_lifetime
         try:
-            result = await self.set_state(sid, SessionState.TERMINATED, reason, **changes)
-            self._unsynced.pop(sid, None)
-            return result
+            result, written = await self.change_state(sid, SessionState.TERMINATED, reason, read=self._view, **changes)
+            if written:
+                self._unsynced.pop(sid, None)
+            return result, written
         except StoreUnavailable:
             self._unsynced[sid] = {**self._tombstone_record(sid).to_dict(), **changes,
                                    "state": str(SessionState.TERMINATED), "state_reason": reason}
             if entry is not None:
                 await self._notify(self._tombstone_record(sid), entry.record)
             raise
+
+    async def _stored(self, sid: str) -> SessionRecord | None:
+        return await self.store.get_session(sid)
 
     async def _flush_unsynced(self) -> None:
         """The store is back: state changes it missed are written and broadcast, so the other processes learn
@@ -243,8 +365,7 @@ class Sessions:
             for attempt in range(3):  # the first commands after a reconnect may still meet a dead connection
                 try:
                     if terminated:
-                        await self.save(SessionRecord.from_dict(data))
-                        written = True
+                        written = await self._write_back_termination(data)
                     else:
                         written = await self._write_back_state(data)
                 except StoreUnavailable:
@@ -256,32 +377,53 @@ class Sessions:
                          "stricter, or no longer holds it")
                 break
 
+    async def _write_back_termination(self, data: dict[str, Any]) -> bool:
+        """A termination decided during the outage, onto the store's record as it is now (unless that has ended
+        already: its own end stands). A session the store has lost is written as this process last knew it, so
+        that the broadcast reaches the processes that still serve it from their views."""
+        sid = data["sid"]
+        if await self.store.get_session(sid) is None:
+            if await self._write(SessionRecord.from_dict(data), broadcast=True, previous=self.cached(sid)):
+                return True
+        decided = {"decision": data["decision"]} if data.get("decision") else {}
+        _, written = await self.change_state(sid, SessionState.TERMINATED, data.get("state_reason") or "revoked",
+                                           read=self._stored, **decided)
+        return written
+
     async def _write_back_state(self, data: dict[str, Any]) -> bool:
-        """A step-up or restriction decided during the outage, onto the store's record as it is now, unless that
-        is already as strict (False). A session the store has lost stays lost: signing in again is stricter still."""
-        stored = await self.store.get_session(data["sid"])
+        """A step-up or restriction decided during the outage, onto the store's record as it is now, unless that is
+        already as strict (False: the store's record is then this process's view again). A session the store has
+        lost stays lost: signing in again is stricter still."""
         state = SessionState(data["state"])
-        if stored is None or STATE_RANK[SessionState(stored.state)] >= STATE_RANK[state]:
-            return False
-        if stored.expires and stored.expires <= self.clock():
-            return False
         decided = {k: data[k] for k in ("state", "state_reason", "step_up", "restrictions", "decision") if k in data}
-        await self.save(SessionRecord.from_dict({**stored.to_dict(), **decided}))
-        return True
+
+        def change(stored: SessionRecord) -> dict[str, Any] | None:
+            if STATE_RANK[SessionState(stored.state)] >= STATE_RANK[state]:
+                return None
+            if stored.expires and stored.expires <= self.clock():
+                return None
+            return decided
+
+        record, written = await self._modify(data["sid"], change, read=self._stored)
+        if not written and record is not None:
+            self._remember(record)  # this process's own, looser or older view goes
+        return written
 
     def touch_due(self, record: SessionRecord, client_ip: str) -> bool:
         """Whether touch() would write (the proxy's per-request path skips its coroutine when not)."""
         return self.clock() - record.last_seen >= _TOUCH_EVERY or record.client_ip != client_ip
 
     async def touch(self, record: SessionRecord, client_ip: str) -> None:
-        """Notes activity, without writing the store on every request."""
+        """Notes activity, without writing the store on every request. Only the activity is written (beside the
+        record, see SessionStore.touch_session): `record` is this process's view, maybe older than the store's, and
+        writing it back would undo what another process decided meanwhile."""
         if not self.touch_due(record, client_ip):
             return
         now = self.clock()
         record.last_seen = now
         record.client_ip = client_ip
         try:
-            await self.store.put_session(record, max(1, int(record.expires - now)))
+            await self.store.touch_session(record.sid, now, client_ip)
         except StoreUnavailable:
             pass
 
@@ -295,7 +437,7 @@ class Sessions:
         if kind == "session":
             record = SessionRecord.from_dict(message["record"])
             previous = self.cached(record.sid)
-            if previous is not None and previous.version > record.version:
+            if previous is not None and _newer(previous, record):
                 return
             if record.terminated:
                 self._tombstones[record.sid] = record.expires or self.clock() + self.cfg.max_lifetime
@@ -354,6 +496,12 @@ class Sessions:
         base = entry.record.to_dict() if entry else {"sid": sid, "sub": ""}
         return SessionRecord.from_dict({**base, "state": str(SessionState.TERMINATED),
                                         "state_reason": base.get("state_reason") or "revoked"})
+
+
+def _newer(view: SessionRecord, record: SessionRecord) -> bool:
+    """Whether this process's `view` of a session is newer than `record` (from the store or a broadcast), which must
+    then not replace it. A termination always replaces it: it is final, whatever the version."""
+    return view.version > record.version and not record.terminated
 
 
 def _bound(views: dict, limit: int) -> None:

@@ -97,14 +97,14 @@ async def _options(request: Request) -> dict | None:
     return body if isinstance(body, dict) else None
 
 
-async def _acted_on(request: Request, record, sid: str) -> Response:
+async def _acted_on(request: Request, record, sid: str, **extra: Any) -> Response:
     pending = gateway(request).sessions.unsynced(sid)
     if pending is not None:
         # store outage: in force on this process now, on the others once the store is back (RFC 9110 202)
-        return JSONResponse({**(record or pending).to_dict(), "persisted": False}, status_code=202)
+        return JSONResponse({**(record or pending).to_dict(), "persisted": False, **extra}, status_code=202)
     if record is None:
         return problem(404, "not_found", "no such session")
-    return JSONResponse(await _session_view(request, record))
+    return JSONResponse({**await _session_view(request, record), **extra})
 
 
 @admin_endpoint
@@ -115,8 +115,10 @@ async def terminate_session(request: Request, who: str) -> Response:
     reason = str(options.get("reason") or "terminated by an administrator")[:500]
     gw = gateway(request)
     sid = request.path_params["sid"]
-    record = await gw.enforcer.terminate(sid, reason, by=who)
-    return await _acted_on(request, record, sid)
+    record, ended_here = await gw.enforcer.terminate_once(sid, reason, by=who)
+    # ended already (a policy, another admin, the user): nothing is rewritten or reported again, and the answer
+    # (200) says why and when it ended, as the record keeps it
+    return await _acted_on(request, record, sid, **({"already_terminated": True} if record and not ended_here else {}))
 
 
 @admin_endpoint
@@ -141,14 +143,7 @@ async def explain_session(request: Request, who: str) -> Response:
     record = await gw.sessions.get(request.path_params["sid"])
     if record is None:
         return problem(404, "not_found", "no such session")
-    entry = gw.monitor.entry(record.sid)
-    context = gw.monitor.context(record, entry)
-    if entry is None:
-        stored = await gw.store.get_assessment(record.sid) or {}
-        context["risk"] = float(stored.get("risk", 0.0))
-        for name, s in stored.get("signals", {}).items():
-            context["signals"][name] = {"score": s.get("score", 0.0), "sufficient": s.get("sufficient", False),
-                                        "details": s.get("details", {}), "evidence": s.get("evidence", {})}
+    context = await gw.monitor.explain_context(record)  # this process's scorer, or the owner's stored assessment
     explanation = policies.explain(gw.policies.current, context)
     return JSONResponse({"sid": record.sid, "explanation": explanation.to_dict(), "text": explanation.to_text(),
                          "last_decision": record.decision})

@@ -17,7 +17,7 @@ from .. import access
 from ..auth import lockout
 from ..auth.csrf import CsrfError
 from ..auth.totp import TotpOutcome
-from ..sessions import Identity
+from ..sessions import SIGNED_OUT, Identity
 from ..store import SessionState, StoreUnavailable
 from ..text import printable
 from . import pages
@@ -160,10 +160,18 @@ async def logout(request: Request) -> Response:
         return html(pages.message("Sign out", "This form expired. Please try again."), 400)
     record, _ = await current_session(request)
     if record is not None and not record.terminated:
-        await gw.sessions.terminate(record.sid, "signed out")
-        await gw.monitor.end(record.sid, clean=not record.decision)
-        if gw.events is not None:
-            await gw.events.emit_logoff(record.to_dict(), "signed out")
+        # the termination's change listener (Enforcer.on_session_change) ends the session's scoring in every
+        # process, learning from it where it was clean (enforce.ended_cleanly: this reason, no decision ever)
+        try:
+            ended, ended_here = await gw.sessions.terminate_once(record.sid, SIGNED_OUT)
+        except StoreUnavailable:
+            # refused here at once (tombstone), written back and broadcast when the store returns
+            log.error("store unavailable: sign-out of session %s in force here; written back when the store returns",
+                      record.sid)
+            ended, ended_here = gw.sessions.unsynced(record.sid), True
+        # one Logoff per session end: none if it had ended meanwhile (another request, process or policy)
+        if ended_here and gw.events is not None:
+            await gw.events.emit_logoff((ended or record).to_dict(), SIGNED_OUT)
     response = RedirectResponse("/.ztgate/login", status_code=303)
     response.headers.append("Set-Cookie", access.clear_cookie(gw.config.session.cookie_name,
                                                                   gw.cookie_secure(is_tls(request))))
@@ -229,8 +237,7 @@ async def mfa_submit(request: Request) -> Response:
         return await mfa_form(request, error="No one-time-code authenticator is enrolled for you.", status=400)
     outcome = await gw.totp.check(user.username, user.totp_secret, str(form.get("otp", "")).strip(), time.time())
     if outcome != TotpOutcome.ACCEPTED:
-        step_up = {**record.step_up, "failures": int(record.step_up.get("failures", 0)) + 1}
-        await gw.sessions.update(record.sid, step_up=step_up)
+        await count_step_up_failure(gw, record.sid)
         gw.telemetry.count("ztgate_step_up_total", outcome=str(outcome))
         await gw.monitor.live(record.sid)
         await gw.monitor.evaluate(record.sid)  # repeated failures may escalate to termination
@@ -244,14 +251,29 @@ async def mfa_submit(request: Request) -> Response:
     return _with_session(request, record, next_url)
 
 
+async def count_step_up_failure(gw, sid: str):
+    """One more failed step-up attempt on the session (policies may escalate on `step_up.failures`). Counted onto
+    the record as it is when written, not as this request read it: failures submitted at once, to one process or
+    several, each count (Sessions.modify re-applies the increment when another write got there first)."""
+    def one_more(current) -> dict:
+        return {"step_up": {**current.step_up, "failures": int(current.step_up.get("failures", 0)) + 1}}
+
+    return await gw.sessions.modify(sid, one_more)
+
+
 async def complete_step_up(request: Request, record, *, method: str, acr: str = "mfa"):
     gw = gateway(request)
     now = time.time()
-    step_up = {"count": int(record.step_up.get("count", 0)) + 1, "failures": 0, "last_success": now}
-    amr = sorted(set(record.amr) | {method})
-    state = SessionState.ACTIVE if record.state == SessionState.STEP_UP_REQUIRED else SessionState(record.state)
-    updated = await gw.sessions.update(record.sid, state=str(state), state_reason="", acr=acr, amr=amr,
-                                       auth_time=now, step_up=step_up)
+
+    def passed(current) -> dict:
+        # onto the record as it is when written (another tab's step-up counts too; a termination meanwhile stands:
+        # nothing is written to a terminated session)
+        state = SessionState.ACTIVE if current.state == SessionState.STEP_UP_REQUIRED else SessionState(current.state)
+        return {"state": str(state), "state_reason": "", "acr": acr, "amr": sorted(set(current.amr) | {method}),
+                "auth_time": now,
+                "step_up": {"count": int(current.step_up.get("count", 0)) + 1, "failures": 0, "last_success": now}}
+
+    updated = await gw.sessions.modify(record.sid, passed)
     # the evidence that caused the step-up is answered: every process's scorer for this session starts afresh
     await gw.store.publish({"type": "reset_evidence", "sid": record.sid})
     gw.telemetry.count("ztgate_step_up_total", outcome="accepted")

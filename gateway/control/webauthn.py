@@ -199,10 +199,15 @@ async def step_up_choice(gw: "Gateway", record: "SessionRecord") -> str:
     if record.step_up.get("fallback") != "totp":
         log.warning("session %s: step-up asks for a security key, %s has none usable (%s): falling back to TOTP",
                     record.sid, record.sub, reason)
-        decision = {**record.decision, "step_up_fallback": f"totp: {reason}"} if record.decision else {}
-        await gw.sessions.update(record.sid, step_up={**record.step_up, "fallback": "totp",
-                                                      "fallback_reason": reason},
-                                 **({"decision": decision} if decision else {}))
+
+        def fallback(current) -> dict:
+            # onto the record as it is when written: failures counted meanwhile (another request or process) stay
+            changes = {"step_up": {**current.step_up, "fallback": "totp", "fallback_reason": reason}}
+            if current.decision:
+                changes["decision"] = {**current.decision, "step_up_fallback": f"totp: {reason}"}
+            return changes
+
+        await gw.sessions.modify(record.sid, fallback)
         gw.telemetry.count("ztgate_step_up_fallback_total", method="webauthn")
     return "fallback"
 
@@ -538,9 +543,10 @@ async def _failed(request: Request, record: "SessionRecord", error: str, descrip
     gw = gateway(request)
     gw.telemetry.count("ztgate_webauthn_assertions_total", outcome=error)
     if record.state == SessionState.STEP_UP_REQUIRED:
+        from .login import count_step_up_failure
+
         try:
-            step_up = {**record.step_up, "failures": int(record.step_up.get("failures", 0)) + 1}
-            await gw.sessions.update(record.sid, step_up=step_up)
+            await count_step_up_failure(gw, record.sid)
             await gw.monitor.live(record.sid)
             await gw.monitor.evaluate(record.sid)
         except StoreUnavailable:

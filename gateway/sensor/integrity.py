@@ -181,6 +181,7 @@ class SensorIntegrity:
         )
         self.counts.update({f"token_{r}": 0 for r in TOKEN_REASONS})
         self._silent_seconds = 0.0
+        self._streams_heard_elsewhere = False  # see rebase(taken_over=True)
 
     # -- observations ----------------------------------------------------------------------------------------
 
@@ -219,6 +220,8 @@ class SensorIntegrity:
         window = self._streams.get(stream_key)
         if window is None:
             window = self._streams[stream_key] = _SeqWindow(self.config.seq_window)
+            if self._streams_heard_elsewhere:  # its earlier batches went to a process that scored the session before
+                window.highest = seq - 1
             while len(self._streams) > self.config.max_pages * 2:
                 self._streams.popitem(last=False)
         self._streams.move_to_end(stream_key)
@@ -274,6 +277,28 @@ class SensorIntegrity:
             self._tick(t)
         key = f"token_{reason}" if reason in TOKEN_REASONS else "token_malformed"
         self.counts[key] += 1
+
+    def rebase(self, t: float, *, taken_over: bool = False) -> None:
+        """Judges afresh from `t` on. The findings so far are dropped, submissions still in their grace period too,
+        and the sensor counts as heard at `t`; what guards against replays (each page's sequence window) and what
+        later checks compare with (pages served, their keys) stay.
+
+        After a passed step-up: the person who passed it answers for the findings that caused it (as the scorer's
+        reset_evidence). After this process took over a session another process scored (gateway/ownership.py,
+        `taken_over`): what the sensor said to that one is unknown here, so nothing may be judged for lack of it:
+        the sensor counts as having reported keys at `t` (no "typed without keys"), and a page's batch stream first
+        heard from here on starts at the first number heard (no "gaps" for the batches the old owner had)."""
+        self._tick(t)
+        for name in ("typed_without_keys", "silent_episodes", "seq_gaps", "seq_replays", "inputs_refused",
+                     *(f"token_{r}" for r in TOKEN_REASONS)):
+            self.counts[name] = 0
+        self._key_rate.episodes = self._pointer_rate.episodes = 0
+        self._pending.clear()
+        self._silence_start, self._silent_seconds = None, 0.0
+        self._last_contact = t if self._last_contact is None else max(self._last_contact, t)
+        if taken_over:
+            self._last_key_t = t if self._last_key_t is None else max(self._last_key_t, t)
+            self._streams_heard_elsewhere = True
 
     # -- verdict ---------------------------------------------------------------------------------------------
 

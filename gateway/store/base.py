@@ -71,6 +71,17 @@ class SessionRecord:
         return self.state == SessionState.TERMINATED
 
 
+def apply_activity(record: SessionRecord, last_seen: Any, client_ip: Any) -> SessionRecord:
+    """The record with the activity a store kept beside it (touch_session), where that is the later one."""
+    try:
+        seen = float(last_seen)
+    except (TypeError, ValueError):
+        return record
+    if seen > record.last_seen:
+        record.last_seen, record.client_ip = seen, str(client_ip or "")
+    return record
+
+
 Broadcast = dict[str, Any]  # {"type": "session", "sid": ..., "record": {...}} | {"type": "policies", ...}
 Subscriber = Callable[[Broadcast], Awaitable[None] | None]
 
@@ -84,7 +95,15 @@ class SessionStore(Protocol):
     async def close(self) -> None: ...
     async def ping(self) -> bool: ...
 
-    async def put_session(self, record: SessionRecord, ttl_seconds: int) -> None: ...
+    # Compare-and-set on `version`: writes the record only if the store holds none of that sid, or holds an older
+    # version that is not terminated; True if it was written. A writer that is refused re-reads the record and
+    # re-applies its change (gateway.sessions.Sessions.modify). A terminated record is final: never rewritten.
+    async def put_session(self, record: SessionRecord, ttl_seconds: int) -> bool: ...
+    # Activity only (last_seen, client_ip), kept beside the record and never touching its state or version: a
+    # process with an old view of the session must not write that view back to note a request. Ignored when the
+    # store has no such session or already holds later activity; True if stored. Reads of the session (get, list)
+    # show the later of the record's own activity and this.
+    async def touch_session(self, sid: str, last_seen: float, client_ip: str) -> bool: ...
     async def get_session(self, sid: str) -> SessionRecord | None: ...
     async def list_sessions(self) -> list[SessionRecord]: ...
     async def delete_session(self, sid: str) -> None: ...
@@ -121,3 +140,7 @@ class SessionStore(Protocol):
     # A user's registered WebAuthn credentials: public keys, ids and counters only (JSON-able dicts).
     async def put_credentials(self, user: str, credentials: list[dict]) -> None: ...
     async def get_credentials(self, user: str) -> list[dict]: ...
+
+    # Session ownership (gateway/ownership.py), only in a store several processes share (Redis): claim_owner,
+    # renew_owner, release_owner, put_scorer_states, get_owner, send_direct, listen_direct. The memory store is one
+    # process, which scores every session itself: it has none of them.

@@ -6,7 +6,7 @@ import inspect
 import json
 import time
 
-from .base import Broadcast, SessionRecord, Subscriber
+from .base import Broadcast, SessionRecord, Subscriber, apply_activity
 
 
 class MemoryStore:
@@ -14,6 +14,7 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._sessions: dict[str, tuple[str, float]] = {}  # sid -> (json, expires_at)
+        self._activity: dict[str, tuple[float, str]] = {}  # sid -> (last_seen, client_ip): touch_session
         self._once: dict[str, float] = {}
         self._counters: dict[str, tuple[int, float]] = {}
         self._profiles: dict[str, bytes] = {}
@@ -37,26 +38,47 @@ class MemoryStore:
             stale = [k for k, v in table.items() if (v[1] if isinstance(v, tuple) else v) <= now]
             for k in stale:
                 del table[k]
+        for sid in [s for s in self._activity if s not in self._sessions]:
+            del self._activity[sid]
 
-    async def put_session(self, record: SessionRecord, ttl_seconds: int) -> None:
+    async def put_session(self, record: SessionRecord, ttl_seconds: int) -> bool:
+        # compare-and-set on the version, as the Redis store's script does (base.SessionStore.put_session)
         current = self._sessions.get(record.sid)
-        if current is not None and record.state != "terminated" and '"state":"terminated"' in current[0]:
-            return  # a terminated session is never written back to life
+        if current is not None and current[1] > time.time():
+            stored = SessionRecord.from_json(current[0])
+            if stored.terminated or stored.version >= record.version:
+                return False  # a terminated session is final; a newer version was written by someone else
         # stored as JSON so that callers never share mutable state with the store
         self._sessions[record.sid] = (record.to_json(), time.time() + ttl_seconds)
+        return True
+
+    async def touch_session(self, sid: str, last_seen: float, client_ip: str) -> bool:
+        entry = self._sessions.get(sid)
+        if entry is None or entry[1] <= time.time():
+            return False
+        if self._activity.get(sid, (0.0, ""))[0] > last_seen:
+            return False
+        self._activity[sid] = (float(last_seen), str(client_ip))
+        return True
+
+    def _read(self, entry: tuple[str, float], sid: str) -> SessionRecord:
+        record = SessionRecord.from_json(entry[0])
+        activity = self._activity.get(sid)
+        return apply_activity(record, *activity) if activity else record
 
     async def get_session(self, sid: str) -> SessionRecord | None:
         entry = self._sessions.get(sid)
         if entry is None or entry[1] <= time.time():
             return None
-        return SessionRecord.from_json(entry[0])
+        return self._read(entry, sid)
 
     async def list_sessions(self) -> list[SessionRecord]:
         self._expire()
-        return [SessionRecord.from_json(v[0]) for v in self._sessions.values()]
+        return [self._read(v, sid) for sid, v in self._sessions.items()]
 
     async def delete_session(self, sid: str) -> None:
         self._sessions.pop(sid, None)
+        self._activity.pop(sid, None)
 
     async def publish(self, message: Broadcast) -> None:
         for callback in list(self._subscribers):

@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from .base import Broadcast, SessionRecord, StoreUnavailable, Subscriber
+from .base import Broadcast, SessionRecord, StoreUnavailable, Subscriber, apply_activity
 
 log = logging.getLogger("ztgate.store")
 
@@ -27,14 +27,36 @@ return 0
 """
 
 
+# Compare-and-set on the record's version: a process with an older view never overwrites a newer record (it re-reads
+# and re-applies its change), and a terminated record is final, never rewritten (not even as terminated again).
+# ARGV: record JSON, ttl seconds, version, index score (expiry), sid
 _PUT_SESSION = """
 local cur = redis.call('GET', KEYS[1])
 if cur then
   local ok, obj = pcall(cjson.decode, cur)
-  if ok and obj['state'] == 'terminated' and ARGV[3] ~= 'terminated' then return 0 end
+  if ok and type(obj) == 'table' then
+    if obj['state'] == 'terminated' then return 0 end
+    local stored = tonumber(obj['version']) or 0
+    if stored >= tonumber(ARGV[3]) then return 0 end
+  end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[5])
+return 1
+"""
+
+# A session's activity beside its record (never the record: that is versioned, and a touch from an old view must not
+# undo a state change), expiring with it; only a later observation replaces an earlier one.
+# KEYS: session, activity; ARGV: activity JSON, last_seen
+_TOUCH_SESSION = """
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl == -2 then return 0 end
+local cur = redis.call('GET', KEYS[2])
+if cur then
+  local ok, obj = pcall(cjson.decode, cur)
+  if ok and type(obj) == 'table' and (tonumber(obj['last_seen']) or 0) > tonumber(ARGV[2]) then return 0 end
+end
+if ttl > 0 then redis.call('SET', KEYS[2], ARGV[1], 'PX', ttl) else redis.call('SET', KEYS[2], ARGV[1]) end
 return 1
 """
 
@@ -49,6 +71,7 @@ class RedisStore:
         )
         self._channel = f"{prefix}broadcast"
         self._put_script = self._redis.register_script(_PUT_SESSION)
+        self._touch_script = self._redis.register_script(_TOUCH_SESSION)
         self._decr_script = self._redis.register_script(_DECR_EXISTING)
         self._subscribers: list[Subscriber] = []
         self._listener: asyncio.Task | None = None
@@ -96,16 +119,38 @@ class RedisStore:
     def _skey(self, sid: str) -> str:
         return f"{self.prefix}session:{sid}"
 
-    async def put_session(self, record: SessionRecord, ttl_seconds: int) -> None:
-        # Atomic in Redis: a terminated session is never written back to life by a process with a stale view.
-        await self._call(
+    def _akey(self, sid: str) -> str:
+        return f"{self.prefix}activity:{sid}"
+
+    async def put_session(self, record: SessionRecord, ttl_seconds: int) -> bool:
+        # Atomic in Redis: compare-and-set on the version; a terminated session is final (see _PUT_SESSION)
+        written = await self._call(
             self._put_script, keys=[self._skey(record.sid), f"{self.prefix}sessions"],
-            args=[record.to_json(), max(1, int(ttl_seconds)), str(record.state), time.time() + ttl_seconds, record.sid],
+            args=[record.to_json(), max(1, int(ttl_seconds)), int(record.version), time.time() + ttl_seconds,
+                  record.sid],
         )
+        return bool(written)
+
+    async def touch_session(self, sid: str, last_seen: float, client_ip: str) -> bool:
+        activity = json.dumps({"last_seen": float(last_seen), "client_ip": str(client_ip)}, separators=(",", ":"))
+        return bool(await self._call(self._touch_script, keys=[self._skey(sid), self._akey(sid)],
+                                     args=[activity, repr(float(last_seen))]))
+
+    @staticmethod
+    def _read(raw: bytes, activity: bytes | None) -> SessionRecord:
+        record = SessionRecord.from_json(raw)
+        if activity:
+            try:
+                data = json.loads(activity)
+                record = apply_activity(record, data.get("last_seen"), data.get("client_ip"))
+            except (ValueError, AttributeError):
+                pass  # unreadable activity: the record's own stands
+        return record
 
     async def get_session(self, sid: str) -> SessionRecord | None:
-        raw = await self._call(self._redis.get, self._skey(sid))
-        return SessionRecord.from_json(raw) if raw else None
+        # one round trip for both: the record and its activity
+        raw, activity = await self._call(self._redis.mget, [self._skey(sid), self._akey(sid)])
+        return self._read(raw, activity) if raw else None
 
     async def list_sessions(self) -> list[SessionRecord]:
         index = f"{self.prefix}sessions"
@@ -113,12 +158,12 @@ class RedisStore:
         sids = [s.decode() for s in await self._call(self._redis.zrange, index, 0, -1)]
         if not sids:
             return []
-        raws = await self._call(self._redis.mget, [self._skey(s) for s in sids])
-        return [SessionRecord.from_json(r) for r in raws if r]
+        raws = await self._call(self._redis.mget, [self._skey(s) for s in sids] + [self._akey(s) for s in sids])
+        return [self._read(r, a) for r, a in zip(raws[:len(sids)], raws[len(sids):], strict=True) if r]
 
     async def delete_session(self, sid: str) -> None:
         pipe = self._redis.pipeline(transaction=True)
-        pipe.delete(self._skey(sid))
+        pipe.delete(self._skey(sid), self._akey(sid))
         pipe.zrem(f"{self.prefix}sessions", sid)
         await self._call(pipe.execute)
 
@@ -283,6 +328,132 @@ class RedisStore:
     async def get_credentials(self, user: str) -> list[dict]:
         raw = await self._call(self._redis.get, f"{self.prefix}credentials:{user}")
         return json.loads(raw) if raw else []
+
+    # ------------------------------------------------------------------ session ownership (gateway/ownership.py)
+    # One process scores each session: it holds `owner:{sid}` (its process id, with a TTL), persists the scorer's
+    # state to `scorer:{sid}`, and hears what the others observe of the session on its own channel `direct:{id}`.
+
+    def _owner_script(self, name: str, text: str) -> Any:
+        scripts = self.__dict__.setdefault("_owner_scripts", {})
+        if name not in scripts:
+            scripts[name] = self._redis.register_script(text)
+        return scripts[name]
+
+    def _owner_keys(self, sid: str) -> list[str]:
+        return [f"{self.prefix}owner:{sid}", f"{self.prefix}scorer:{sid}", self._skey(sid)]
+
+    async def claim_owner(self, sid: str, me: str, ttl_ms: int) -> tuple[str, bytes | None]:
+        """Takes the session's lease if nobody holds it (or `me` does): (me, the persisted scorer state or None).
+        Else (the holder, None). One atomic round trip."""
+        script = self._owner_script("claim", _CLAIM_OWNER)
+        owner, state = await self._call(script, keys=self._owner_keys(sid)[:2], args=[me, int(ttl_ms)])
+        return owner.decode(), state
+
+    async def renew_owner(self, sids: list[str], me: str, ttl_ms: int) -> list[int]:
+        """Per session: 1 the lease is `me`'s (renewed, or taken again after it lapsed), 0 another process holds it,
+        -1 the session is gone (lease released)."""
+        script = self._owner_script("renew", _RENEW_OWNER)
+        out: list[int] = []
+        for start in range(0, len(sids), 500):
+            chunk = sids[start : start + 500]
+            keys = [k for sid in chunk for k in (self._owner_keys(sid)[0], self._owner_keys(sid)[2])]
+            out.extend(int(x) for x in await self._call(script, keys=keys, args=[me, int(ttl_ms)]))
+        return out
+
+    async def release_owner(self, sid: str, me: str, state: bytes | None, ttl_seconds: int) -> None:
+        """Gives the lease up if `me` holds it; with `state`, stores it for the next owner, else deletes the stored
+        state (the session is over)."""
+        script = self._owner_script("release", _RELEASE_OWNER)
+        await self._call(script, keys=self._owner_keys(sid)[:2],
+                         args=[me, state if state is not None else b"", 1 if state is not None else 0,
+                               max(1, int(ttl_seconds))])
+
+    async def put_scorer_states(self, states: dict[str, bytes], ttl_seconds: int) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        for sid, blob in states.items():
+            pipe.set(f"{self.prefix}scorer:{sid}", blob, ex=max(1, int(ttl_seconds)))
+        await self._call(pipe.execute)
+
+    async def get_owner(self, sid: str) -> str | None:
+        raw = await self._call(self._redis.get, f"{self.prefix}owner:{sid}")
+        return raw.decode() if raw else None
+
+    async def send_direct(self, to: str, message: dict) -> None:
+        """To the one process `to` (listen_direct), not to all. Messages one caller sends one after another arrive
+        in that order (one PUBLISH each, awaited)."""
+        await self._call(self._redis.publish, f"{self.prefix}direct:{to}", json.dumps(message, separators=(",", ":")))
+
+    async def listen_direct(self, me: str, callback: Subscriber) -> None:
+        """Runs until cancelled: hands every message sent to `me` to `callback`, in order, and {"type": "subscribed"}
+        after each (re)subscription. What is sent while the subscription is down is lost."""
+        channel = f"{self.prefix}direct:{me}"
+        delay = 0.1
+        while True:
+            pubsub = self._redis.pubsub()
+            try:
+                await pubsub.subscribe(channel)
+                while True:
+                    msg = await pubsub.get_message(timeout=1.0)
+                    if msg is None:
+                        continue
+                    if msg.get("type") == "subscribe":
+                        delay = 0.1
+                        data: Any = {"type": "subscribed"}
+                    elif msg.get("type") != "message":
+                        continue
+                    else:
+                        try:
+                            data = json.loads(msg["data"])
+                        except (ValueError, TypeError):
+                            log.warning("ignoring a malformed message on %s", channel)
+                            continue
+                    result = callback(data)
+                    if inspect.isawaitable(result):
+                        await result
+            except asyncio.CancelledError:
+                await _quietly(pubsub.aclose())
+                raise
+            except Exception as exc:
+                log.warning("direct channel %s lost (%r); resubscribing", channel, exc)
+                await _quietly(pubsub.aclose())
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+
+_CLAIM_OWNER = """
+local cur = redis.call('GET', KEYS[1])
+if cur == false or cur == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return {ARGV[1], redis.call('GET', KEYS[2])}
+end
+return {cur, false}
+"""
+
+# KEYS: lease, session record, per session; 1 mine, 0 another's, -1 the session is gone (its lease deleted if mine)
+_RENEW_OWNER = """
+local out = {}
+for i = 1, #KEYS, 2 do
+  local cur = redis.call('GET', KEYS[i])
+  if redis.call('EXISTS', KEYS[i + 1]) == 0 then
+    if cur == ARGV[1] then redis.call('DEL', KEYS[i]) end
+    out[#out + 1] = -1
+  elseif cur == false or cur == ARGV[1] then
+    redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2])
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+return out
+"""
+
+_RELEASE_OWNER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  if ARGV[3] == '1' then redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[4]) else redis.call('DEL', KEYS[2]) end
+end
+return 1
+"""
 
 
 async def _quietly(awaitable) -> None:
