@@ -299,6 +299,9 @@ class RedisStore:
         pipe = self._redis.pipeline(transaction=True)
         pipe.set(f"{self.prefix}lock:{user}", json.dumps({"until": until, "reason": reason}), ex=ttl)
         pipe.zadd(f"{self.prefix}locks", {user: until})
+        # expired entries go as new ones come: the index holds user names typed at the sign-in form (as
+        # fingerprints when unknown), and its own key never expires
+        pipe.zremrangebyscore(f"{self.prefix}locks", "-inf", time.time())
         await self._call(pipe.execute)
 
     async def user_lock(self, user: str) -> dict | None:

@@ -205,3 +205,31 @@ async def test_the_broadcast_listener_survives_an_unexpected_error(redis_url, re
         assert failures and seen and seen[0]["type"] == "session"
     finally:
         await store.close()
+
+
+async def test_expired_locks_leave_the_index_as_new_ones_come(store, redis_url, redis_prefix):
+    """Lock entries are written for any user name typed at the sign-in form (unknown ones as fingerprints); expired
+    ones used to stay in the Redis index (a key without TTL) until an admin listed locks, and in the memory store's
+    table for good."""
+    now = time.time()
+    for i in range(5):
+        await store.lock_user(f"~{i:016x}", now - 1, "too many failed sign-ins")  # already expired
+    await store.lock_user("erin", now + 60, "policy")
+    if redis_url and hasattr(store, "_redis"):
+        assert [u.decode() for u in await store._redis.zrange(f"{redis_prefix}locks", 0, -1)] == ["erin"]
+    else:
+        store._sweep_at = 0  # the memory store sweeps once its tables have doubled: make this write the one
+        await store.lock_user("frank", now + 60, "policy")
+        assert sorted(store._locks) == ["erin", "frank"]
+
+
+async def test_expired_counters_are_swept_in_the_memory_store():
+    s = open_store("memory://")
+    for i in range(3000):  # a new user name per failed sign-in, each counted for one second
+        await s.incr(f"login-failures:~{i:016x}", 1)
+    assert len(s._counters) <= 3000
+    await asyncio.sleep(1.1)
+    for i in range(3000):
+        await s.incr(f"login-failures:~new{i:013x}", 60)
+    assert len(s._counters) < 6000 and all(k.startswith("login-failures:~new") for k in list(s._counters)[-10:])
+    assert not any(k.startswith("login-failures:~0") for k in s._counters)
