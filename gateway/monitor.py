@@ -83,6 +83,7 @@ class LiveSession:
     enrol_keys: int = 0
     pages: dict[str, float] = field(default_factory=dict)
     state_stored: bool = False  # the scorer's state in the store is current (shared stores only)
+    last_input: float = field(default_factory=time.monotonic)  # input reached this scorer (sweep_ended)
 
 
 class Monitor:
@@ -224,6 +225,31 @@ class Monitor:
             self._ended.pop(sid, None)
             await self._learn(entry)
 
+    async def sweep_ended(self) -> int:
+        """Housekeeping: sessions scored here that ended without a sign-out or a termination (gone from the store,
+        past their max lifetime, or idle past session.idle_timeout with no input and no open connection here) are
+        ended here, learned from like a sign-out when no decision was ever taken against them. Most users close the
+        browser rather than sign out: without this their sessions never taught the profile, and each kept a scorer
+        (~68 KB) for the life of the process. Returns how many were ended."""
+        now, quiet = time.time(), time.monotonic() - self.gw.config.session.idle_timeout
+        ended = 0
+        for sid in list(self._live):
+            entry = self._live.get(sid)
+            if entry is None:
+                continue
+            try:
+                record = await self.gw.sessions.get(sid)
+            except StoreUnavailable:
+                return ended  # cannot tell an ended session from a live one: next time
+            idle = (record is not None and self.gw.sessions.idle_expired(record) and entry.last_input < quiet
+                    and not self.gw.connections.client_ids(sid))
+            if record is not None and not record.terminated and not idle and not (record.expires and record.expires <= now):
+                continue
+            # a terminated session was ended by its termination (its broadcast); a vanished one cannot show its decisions
+            await self.end(sid, clean=record is not None and not record.terminated and not record.decision)
+            ended += 1
+        return ended
+
     def _remember_ended(self, entry: LiveSession) -> None:
         now = time.monotonic()
         for sid in [s for s, (_, t) in self._ended.items() if now - t > 60.0] or ():
@@ -325,6 +351,7 @@ class Monitor:
             return None
         if entry is None:
             return None
+        entry.last_input = time.monotonic()
         adopted = entry.profile_retry is not None and await self._retry_profile(entry)
         clean, dropped = sanitize(batch, now_ms=time.time() * 1000.0)
         if dropped:

@@ -284,6 +284,10 @@ class Gateway:
         while True:
             await asyncio.sleep(30)
             try:
+                await self.monitor.sweep_ended()
+            except Exception:
+                log.exception("ending expired sessions failed")
+            try:
                 self.keyring.refresh()
                 if self.keyring.directory is not None:
                     # file-locked: one process of those sharing the directory rotates, the others pick it up
