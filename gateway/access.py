@@ -5,7 +5,6 @@ Pure functions: the addon gathers the facts, asks here, and applies the answer.
 
 from __future__ import annotations
 
-import functools
 import json
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -15,6 +14,7 @@ from urllib.parse import quote, urlsplit
 from policies.matching import path_matches
 
 from .control import pages
+from .shortcache import short_input_cache
 from .store import SessionRecord, SessionState
 
 
@@ -193,18 +193,9 @@ _PLATFORM_TOKENS = (("android", "android"), ("iphone", "ios"), ("ipad", "ios"), 
                     ("mac os x", "macos"), ("cros", "chromeos"), ("linux", "linux"))
 
 
+@short_input_cache(maxsize=4096, longest=1024)  # browsers' User-Agents are a few hundred characters
 def user_agent_family(user_agent: str) -> str:
     """Browser and platform of a User-Agent ("chrome/linux"); version numbers ignored (browsers update)."""
-    # browsers' User-Agents are a few hundred characters; longer, ever-new ones are not kept in the cache
-    return _user_agent_family_cached(user_agent) if len(user_agent) <= 1024 else _user_agent_family(user_agent)
-
-
-@functools.lru_cache(maxsize=4096)
-def _user_agent_family_cached(user_agent: str) -> str:
-    return _user_agent_family(user_agent)
-
-
-def _user_agent_family(user_agent: str) -> str:
     ua = user_agent.lower()
     browser = next((name for token, name in _BROWSER_TOKENS if token in ua), "")
     if not browser:  # a non-browser client: its product name ("curl", "python-httpx")

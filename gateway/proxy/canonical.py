@@ -28,6 +28,8 @@ from urllib.parse import unquote
 
 from policies.matching import fold_path
 
+from ..shortcache import short_input_cache
+
 
 class BadRequest(ValueError):
     """The request names its target in a way the gateway refuses (400)."""
@@ -40,22 +42,12 @@ _AMBIGUOUS_ESCAPES = frozenset({"2f", "5c", "00"})
 _PLAIN = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/]*")  # a path with nothing to decode or normalise, mostly
 
 
-# Only short inputs are cached: the paths of one application repeat, and an attacker's long, ever-new paths would
-# otherwise hold up to maxsize times their length (the proxy refuses targets over MAX_TARGET first, see addon.py)
-CACHED_LENGTH = 1024
+CACHED_LENGTH = 1024  # longer paths are not kept (gateway/shortcache.py); the proxy refuses targets over 8 KiB
 
 
+@short_input_cache(maxsize=4096, longest=CACHED_LENGTH)  # the paths of one application repeat
 def canonical_path(raw: str) -> str:
     """The canonical form of a request path (without its query); BadRequest if it is ambiguous."""
-    return _canonical_path_cached(raw) if len(raw) <= CACHED_LENGTH else _canonical_path(raw)
-
-
-@lru_cache(maxsize=4096)
-def _canonical_path_cached(raw: str) -> str:
-    return _canonical_path(raw)
-
-
-def _canonical_path(raw: str) -> str:
     if not raw.startswith("/"):
         raise BadRequest("the request path must start with /")
     if "%" in raw:
@@ -105,17 +97,9 @@ def _remove_dot_segments(segments: list[str]) -> str:
     return "/" + "".join(s + "/" for s in out) + last
 
 
+@short_input_cache(maxsize=4096, longest=CACHED_LENGTH)
 def decision_path(canonical: str) -> str:
     """What deny lists and policies match a canonical path as (see the module docstring)."""
-    return _decision_path_cached(canonical) if len(canonical) <= CACHED_LENGTH else _decision_path(canonical)
-
-
-@lru_cache(maxsize=4096)
-def _decision_path_cached(canonical: str) -> str:
-    return _decision_path(canonical)
-
-
-def _decision_path(canonical: str) -> str:
     if "%" in canonical:
         canonical = unquote(canonical, errors="surrogateescape")
     if ";" in canonical:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 
+from ..shortcache import short_input_cache
+
 ASSERTION = b"x-ztgate-assertion"
 INTERNAL = b"x-ztgate-internal"
 _FORWARDED = (b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host")
@@ -44,19 +46,11 @@ _READ = {name: name.decode("ascii") for name in (b"host", b"accept", b"authoriza
                                                    b"x-forwarded-for", b"x-forwarded-proto", b"connection")}
 
 
+@short_input_cache(maxsize=1024, longest=128)
 def _action(name: bytes) -> int | None:
     """The action for a lower-case name not in _ACTIONS: the gateway's own namespace and every X-Forwarded-*
     go, and so does a name with "_" that some server reads as a protected one (CGI/WSGI turn X_Ztgate_Assertion
     into HTTP_X_ZTGATE_ASSERTION, the very variable X-Ztgate-Assertion becomes)."""
-    return _action_cached(name) if len(name) <= 128 else _action_uncached(name)  # long names: not kept
-
-
-@functools.lru_cache(maxsize=1024)
-def _action_cached(name: bytes) -> int | None:
-    return _action_uncached(name)
-
-
-def _action_uncached(name: bytes) -> int | None:
     if name.startswith((b"x-ztgate-", b"x-forwarded-")):
         return _SPOOF
     if b"_" in name:

@@ -175,10 +175,10 @@ def test_long_paths_are_not_kept_in_the_caches():
     from gateway.proxy import canonical
     from policies.matching import _fold_path_cached
 
-    before = (canonical._canonical_path_cached.cache_info().currsize,
-              canonical._decision_path_cached.cache_info().currsize, _fold_path_cached.cache_info().currsize)
+    before = (canonical.canonical_path.cache_info().currsize,
+              canonical.decision_path.cache_info().currsize, _fold_path_cached.cache_info().currsize)
     long_path = "/" + "x" * (canonical.CACHED_LENGTH + 1)
     assert canonical.decision_path(canonical.canonical_path(long_path)) == long_path
-    after = (canonical._canonical_path_cached.cache_info().currsize,
-             canonical._decision_path_cached.cache_info().currsize, _fold_path_cached.cache_info().currsize)
+    after = (canonical.canonical_path.cache_info().currsize,
+             canonical.decision_path.cache_info().currsize, _fold_path_cached.cache_info().currsize)
     assert after == before
