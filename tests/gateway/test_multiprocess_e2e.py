@@ -18,7 +18,7 @@ import httpx
 import pytest
 import websockets
 
-from tests.support.processes import (free_port, gateway_config, login, make_users, run_gateway, run_upstream,
+from tests.support.processes import (delete_redis_prefix, free_port, gateway_config, login, make_users, run_gateway, run_upstream,
                                      run_vnc_server, session_sid, wait_until)
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not (shutil.which("Xvfb") and shutil.which("x11vnc")),
@@ -44,17 +44,9 @@ def pair(tmp_path_factory, redis_server_url):
                 run_gateway(tmp, config("b", port_b, vnc_b), name="gw-b") as b:
             a.extra_ports["vnc"], b.extra_ports["vnc"] = vnc_a, vnc_b
             yield a, b, users
-    _cleanup(redis_server_url, prefix)
+    delete_redis_prefix(redis_server_url, prefix)
 
 
-def _cleanup(url: str, prefix: str) -> None:
-    import redis
-
-    r = redis.Redis.from_url(url)
-    keys = list(r.scan_iter(f"{prefix}*"))
-    if keys:
-        r.delete(*keys)
-    r.close()
 
 
 def test_session_from_one_process_is_valid_on_the_other(pair):

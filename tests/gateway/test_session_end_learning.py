@@ -9,24 +9,12 @@ from __future__ import annotations
 import time
 
 import httpx
-import numpy as np
 
 import scoring
 from gateway.control.app import create_app
 from gateway.sessions import Identity
-from scoring.events import Kind, Source, concat, make_batch
+from tests.gateway.test_monitor_gateway import keys as _keys
 from tests.support.inprocess import memory_gateway
-
-
-def _keys(n: int, t0_ms: float, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    downs = t0_ms + np.cumsum(rng.lognormal(np.log(170.0), 0.3, n))
-    ups = downs + rng.lognormal(np.log(90.0), 0.2, n)
-    cls = rng.integers(1, 7, n).astype(np.uint8)
-    now = time.time() * 1000.0
-    b = concat([make_batch(downs, now, Kind.KEY_DOWN, key=cls, source=Source.SENSOR),
-                make_batch(ups, now, Kind.KEY_UP, key=cls, source=Source.SENSOR)])
-    return b[np.argsort(b["t_src"], kind="stable")]
 
 
 async def _typed_session(gw, user: str, seed: int):

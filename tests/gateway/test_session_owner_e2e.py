@@ -21,7 +21,7 @@ import pyotp
 import pytest
 import websockets
 
-from tests.support.processes import (free_port, gateway_config, login, make_users, run_gateway, run_upstream,
+from tests.support.processes import (delete_redis_prefix, free_port, gateway_config, login, make_users, run_gateway, run_upstream,
                                      session_sid, wait_until)
 
 pytestmark = pytest.mark.slow
@@ -98,17 +98,9 @@ def cluster(tmp_path_factory, redis_server_url):
         with run_gateway(tmp, config("a", port_a), name="gw-a") as a, \
                 run_gateway(tmp, config("b", port_b), name="gw-b") as b:
             yield a, b, users, tmp, config, prefix, redis_server_url
-    _cleanup(redis_server_url, prefix)
+    delete_redis_prefix(redis_server_url, prefix)
 
 
-def _cleanup(url: str, prefix: str) -> None:
-    import redis
-
-    r = redis.Redis.from_url(url)
-    keys = list(r.scan_iter(f"{prefix}*"))
-    if keys:
-        r.delete(*keys)
-    r.close()
 
 
 async def until(predicate, timeout: float, what: str, show=None) -> None:

@@ -6,6 +6,7 @@ import socket
 import time
 
 import pytest
+import redis.asyncio as aioredis
 
 from scoring.signals import Assessment, Evidence, Signal
 
@@ -55,3 +56,14 @@ def session() -> dict:
 @pytest.fixture
 def assessment() -> dict:
     return make_assessment()
+
+
+@pytest.fixture
+async def cleanup(redis_url, redis_prefix):
+    """Deletes the test's Redis keys afterwards."""
+    yield
+    client = aioredis.from_url(redis_url)
+    keys = [k async for k in client.scan_iter(redis_prefix + "*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()

@@ -278,14 +278,6 @@ async def test_retry_after_the_receiver_is_fixed_delivers_to_that_sink_only(tmp_
     assert cli(["dead-letters"], cfg) == 0 and "no dead letters" in capsys.readouterr().out
 
 
-@pytest.fixture
-async def cleanup(redis_url, redis_prefix):
-    yield
-    client = aioredis.from_url(redis_url)
-    keys = [k async for k in client.scan_iter(redis_prefix + "*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
 
 
 async def test_redis_dead_letters_retried_while_the_gateway_runs(tmp_path, redis_url, redis_prefix, cleanup, capsys):

@@ -7,23 +7,12 @@ import asyncio
 import logging
 import time
 
-import pytest
-import redis.asyncio as aioredis
-
 from gateway.secevents import EventsConfig, SecurityEvents, delivery
 from gateway.secevents.delivery import SinkWorker
 from gateway.secevents.outbox import RedisOutbox
 from gateway.secevents.sinks.base import DeliveryError
 
 
-@pytest.fixture
-async def cleanup(redis_url, redis_prefix):
-    yield
-    client = aioredis.from_url(redis_url)
-    keys = [k async for k in client.scan_iter(redis_prefix + "*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
 
 
 def envelope(i: int) -> dict:

@@ -354,3 +354,14 @@ def run_vnc_server(tmp: Path, name: str = "vnc"):
         for proc in (x11vnc, xvfb):
             if proc is not None:
                 proc.stop(5)
+
+
+def delete_redis_prefix(url: str, prefix: str) -> None:
+    """Deletes every key under a test's store prefix (tests share the machine's Redis)."""
+    import redis
+
+    r = redis.Redis.from_url(url)
+    keys = list(r.scan_iter(f"{prefix}*"))
+    if keys:
+        r.delete(*keys)
+    r.close()
